@@ -1,0 +1,99 @@
+"""What installed plugins add to the configuration language.
+
+The loader consults an :class:`Extensions` to know which readiness types and
+which plugin-owned tables exist. ``KNOWN_PROVIDERS`` only serves error
+messages: when a config uses a well-known name whose plugin is not installed,
+the message says which distribution to install.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dynamod.api import ConfigSection, ReadinessType, ServiceDefinition
+
+if TYPE_CHECKING:
+    from dynamod.plugins import PluginHost
+
+KNOWN_PROVIDERS = {
+    ("readiness", "notify"): "dynamod-readiness",
+    ("readiness", "tcp-port"): "dynamod-readiness",
+    ("readiness", "exec"): "dynamod-readiness",
+    ("readiness", "fd"): "dynamod-readiness",
+    ("section", "cgroup"): "dynamod-isolation",
+    ("section", "namespace"): "dynamod-isolation",
+}
+
+BUILTIN = "dynamod"
+
+
+def _ready_immediately(service):  # noqa: ANN001, ANN202 - tiny built-in
+    from dynamod.svmgr.readiness_none import NoneDetector
+
+    return NoneDetector(service)
+
+
+NONE_TYPE = ReadinessType(
+    name="none",
+    create=_ready_immediately,
+    description="ready as soon as the process has been spawned",
+)
+
+
+@dataclass
+class Extensions:
+    readiness: dict[str, tuple[ReadinessType, str]] = field(default_factory=dict)
+    sections: dict[str, tuple[ConfigSection, str]] = field(default_factory=dict)
+    definitions: list[tuple[ServiceDefinition, str]] = field(default_factory=list)
+    # Conflicts between plugins (two providers of one type name...).
+    problems: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+
+    def missing_hint(self, kind: str, name: str) -> str:
+        """The end of an error message for an unavailable readiness type
+        (``kind='readiness'``) or table (``kind='section'``)."""
+        dist = KNOWN_PROVIDERS.get((kind, name))
+        what = f"readiness type {name!r}" if kind == "readiness" else f"section [{name}]"
+        if dist:
+            return f"{what} needs the {dist} plugin: pip install {dist}"
+        installed = ", ".join(self.plugins) or "none"
+        if kind == "readiness":
+            known = ", ".join(sorted(self.readiness))
+            return f"unknown {what} (known types: {known}; installed plugins: {installed})"
+        return f"unknown {what} (installed plugins: {installed})"
+
+
+def builtin_extensions() -> Extensions:
+    return Extensions(readiness={"none": (NONE_TYPE, BUILTIN)})
+
+
+def collect_extensions(host: PluginHost | None) -> Extensions:
+    """Ask every plugin what it adds; conflicts become ``problems``."""
+    ext = builtin_extensions()
+    if host is None:
+        return ext
+    ext.plugins = sorted(host.info)
+
+    def bad(plugin: str, exc: Exception) -> None:
+        ext.problems.append(f"plugin {plugin!r} raised {type(exc).__name__}: {exc}")
+
+    for plugin, types in host.call_each("dynamod_readiness_types", on_error=bad):
+        for rt in types:
+            if rt.name in ext.readiness:
+                other = ext.readiness[rt.name][1]
+                ext.problems.append(
+                    f"readiness type {rt.name!r} is provided by both {other!r} and {plugin!r}"
+                )
+                continue
+            ext.readiness[rt.name] = (rt, plugin)
+    for plugin, sections in host.call_each("dynamod_config_sections", on_error=bad):
+        for sec in sections:
+            if sec.name in ext.sections:
+                other = ext.sections[sec.name][1]
+                ext.problems.append(f"section [{sec.name}] is claimed by both {other!r} and {plugin!r}")
+                continue
+            ext.sections[sec.name] = (sec, plugin)
+    for plugin, defs in host.call_each("dynamod_service_definitions", on_error=bad):
+        ext.definitions.extend((d, plugin) for d in defs)
+    return ext

@@ -1,0 +1,150 @@
+"""Loading plugins: one plugin manager per hook project.
+
+Entry points are loaded one by one so that a plugin that fails to import, or
+implements a hook that does not exist, is reported and skipped instead of
+taking the process down. Knobs (read from the environment):
+
+* ``DYNAMOD_PLUGINS_AUTOLOAD=0``: load no entry points at all.
+* ``DYNAMOD_DISABLE_PLUGINS=a,b``: skip these entry-point names.
+* ``DYNAMOD_TRACE_PLUGINS=1``: log every hook call to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from dynamod import hookspecs
+
+PROJECTS = ("dynamod", "dynamodctl")
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str = ""
+    version: str = ""
+    hooks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PluginProblem:
+    name: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.name!r}: {self.message}"
+
+
+class PluginHost:
+    """A pluggy manager plus what dynamod needs around it: load errors kept
+    for reporting, distribution info per plugin, and safe broadcast calls."""
+
+    def __init__(self, project: str = "dynamod") -> None:
+        if project not in PROJECTS:
+            raise ValueError(f"unknown hook project {project!r}")
+        self.project = project
+        self.pm = pluggy.PluginManager(project)
+        self.pm.add_hookspecs(hookspecs)
+        self.problems: list[PluginProblem] = []
+        self.info: dict[str, PluginInfo] = {}
+        if os.environ.get("DYNAMOD_TRACE_PLUGINS") == "1":
+            self.pm.trace.root.setwriter(sys.stderr.write)
+            self.pm.enable_tracing()
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def register(self, plugin: object, name: str, distribution: str = "", version: str = "") -> bool:
+        """Register ``plugin``; refuse it (and record why) when it implements
+        hooks this project does not define or with wrong arguments."""
+        try:
+            self.pm.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            self.problems.append(PluginProblem(name, str(exc)))
+            return False
+        unknown = [
+            caller.name
+            for caller in self.pm.get_hookcallers(plugin) or []
+            if not caller.has_spec()
+        ]
+        if unknown:
+            self.pm.unregister(plugin)
+            self.problems.append(
+                PluginProblem(name, "implements unknown hook(s): " + ", ".join(sorted(unknown)))
+            )
+            return False
+        hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+        self.info[name] = PluginInfo(name, distribution, version, hooks)
+        return True
+
+    def load_entrypoints(self) -> None:
+        if os.environ.get("DYNAMOD_PLUGINS_AUTOLOAD", "1") == "0":
+            return
+        from importlib.metadata import entry_points
+
+        disabled = {n.strip() for n in os.environ.get("DYNAMOD_DISABLE_PLUGINS", "").split(",") if n.strip()}
+        seen: set[str] = set()
+        for ep in entry_points(group=self.project):
+            # Duplicate metadata (stray egg-info, lib64 symlinks) yields the
+            # same entry point twice; the first one wins.
+            if ep.name in seen or ep.name in disabled:
+                continue
+            seen.add(ep.name)
+            dist = ep.dist
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not stop the host
+                self.problems.append(
+                    PluginProblem(ep.name, f"failed to load {ep.value}: {type(exc).__name__}: {exc}")
+                )
+                continue
+            self.register(
+                plugin,
+                ep.name,
+                distribution=dist.metadata["Name"] if dist else "",
+                version=dist.version if dist else "",
+            )
+
+    def plugin_name(self, plugin: object) -> str:
+        return self.pm.get_name(plugin) or repr(plugin)
+
+    def call_each(self, hook_name: str, on_error: Any = None, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every implementation of a broadcast hook, isolating each
+        one's exceptions (pluggy itself stops at the first). Returns
+        ``(plugin name, result)`` pairs for results that are not None;
+        exceptions go to ``on_error(plugin_name, exc)``."""
+        caller = getattr(self.pm.hook, hook_name)
+        results: list[tuple[str, Any]] = []
+        for impl in reversed(caller.get_hookimpls()):
+            args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
+            try:
+                res = impl.function(**args)
+            except Exception as exc:
+                if on_error is not None:
+                    on_error(impl.plugin_name, exc)
+                continue
+            if res is not None:
+                results.append((impl.plugin_name, res))
+        return results
+
+
+def make_plugin_host(
+    project: str = "dynamod",
+    load_entrypoints: bool = True,
+    plugins: Iterable[tuple[str, object]] = (),
+) -> PluginHost:
+    """Build a plugin host. Tests pass ``load_entrypoints=False`` and an
+    explicit ``plugins`` list of ``(name, plugin)`` pairs."""
+    host = PluginHost(project)
+    for name, plugin in plugins:
+        host.register(plugin, name)
+    if load_entrypoints:
+        host.load_entrypoints()
+    return host

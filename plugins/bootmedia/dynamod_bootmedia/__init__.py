@@ -1,0 +1,1 @@
+"""dynamod-bootmedia: see README.md of this distribution."""

@@ -1,0 +1,1 @@
+"""dynamod-isolation: see README.md of this distribution."""

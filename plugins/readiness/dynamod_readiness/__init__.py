@@ -1,0 +1,1 @@
+"""dynamod-readiness: see README.md of this distribution."""
