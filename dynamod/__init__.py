@@ -8,11 +8,21 @@ Plugins implement the hooks of :mod:`dynamod.hookspecs` with these markers::
     def dynamod_readiness_types(): ...
 """
 
-import pluggy
+
+from typing import Any
 
 __version__ = "0.1.0"
 
-hookimpl = pluggy.HookimplMarker("dynamod")
-ctl_hookimpl = pluggy.HookimplMarker("dynamodctl")
-
 __all__ = ["__version__", "ctl_hookimpl", "hookimpl"]
+
+
+def __getattr__(name: str) -> Any:
+    # The markers import pluggy; dynamodctl's hot paths and PID 1 import
+    # dynamod without needing them, so they are created on first use.
+    if name in ("hookimpl", "ctl_hookimpl"):
+        import pluggy
+
+        marker = pluggy.HookimplMarker("dynamod" if name == "hookimpl" else "dynamodctl")
+        globals()[name] = marker
+        return marker
+    raise AttributeError(f"module 'dynamod' has no attribute {name!r}")

@@ -31,16 +31,14 @@ class SpawnSpec:
     as ``setpriv``/``unshare`` or an exec shim run before the service's own
     program (the spawn stays on the cheap vfork path: no ``preexec_fn``).
 
-    ``pass_fds`` are kept open in the child at the same numbers; use
-    ``fd_map`` to place a descriptor at a specific number in the child
-    (``{3: write_end}``)."""
+    ``pass_fds`` are kept open in the child at the same numbers (every other
+    descriptor of the manager is closed in the child)."""
 
     argv: list[str]
     env: dict[str, str]
     cwd: str | None = None
     wrapper: list[str] = field(default_factory=list)
     pass_fds: list[int] = field(default_factory=list)
-    fd_map: dict[int, int] = field(default_factory=dict)
 
 
 class ServiceContext(Protocol):

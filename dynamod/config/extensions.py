@@ -28,7 +28,7 @@ KNOWN_PROVIDERS = {
 BUILTIN = "dynamod"
 
 
-def _ready_immediately(service):  # noqa: ANN001, ANN202 - tiny built-in
+def _ready_immediately(service):  # tiny built-in, untyped on purpose
     from dynamod.svmgr.readiness_none import NoneDetector
 
     return NoneDetector(service)

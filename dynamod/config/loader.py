@@ -1,0 +1,561 @@
+"""Loading and validating a configuration directory.
+
+``load_config`` never raises for a configuration problem: it collects every
+diagnostic (so ``dynamodctl check`` shows all of them at once) and returns
+what is usable. The returned :class:`SystemConfig` is structurally sound:
+every service's supervisor is in ``supervisors`` and every supervisor's
+parent chain reaches ``root``. A service or supervisor whose own file has an
+error, or whose supervisor is missing or broken, is left out; its errors are
+in ``diagnostics``. Dependencies on missing services and dependency cycles
+are reported but not removed: the service manager treats them at run time.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dynamod.config import graph
+from dynamod.config.extensions import Extensions, builtin_extensions
+from dynamod.config.model import (
+    RESTART_POLICIES,
+    ROOT_SUPERVISOR,
+    SERVICE_TYPES,
+    STRATEGIES,
+    ConfigError,
+    DependencyConfig,
+    Diagnostic,
+    ReadinessConfig,
+    RestartConfig,
+    ServiceConfig,
+    ShutdownConfig,
+    SupervisorConfig,
+    SystemConfig,
+)
+from dynamod.config.schema import Reporter, Table, check_name
+from dynamod.config.units import type_name
+
+PLUGINS_SOURCE = "<plugins>"
+BUILTIN_SOURCE = "<builtin>"
+
+_DEP_KEYS = ("requires", "wants", "after", "before")
+
+
+def load_config(config_dir: str | Path, extensions: Extensions | None = None) -> SystemConfig:
+    """Load ``<config_dir>/services/*.toml`` and ``supervisors/*.toml`` plus the
+    plugin-contributed service definitions, and validate them as one system.
+
+    ``extensions=None`` means only what the host has built in (readiness
+    type ``none``, no plugin tables). Problems never raise: they are in the
+    result's ``diagnostics``; use :func:`check_or_raise` to insist on none."""
+    ext = extensions if extensions is not None else builtin_extensions()
+    diags: list[Diagnostic] = [Diagnostic(PLUGINS_SOURCE, "", p) for p in ext.problems]
+    root = Path(config_dir)
+    if not root.is_dir():
+        # A warning, not an error: a system with no configuration still boots
+        # (root supervisor only), but `dynamodctl check` shows the typo.
+        problem = "is not a directory" if root.exists() else "does not exist"
+        diags.append(Diagnostic(str(root), "", f"configuration directory {problem}", "warning"))
+    sup_docs = list(_read_dir(root, "supervisors", diags))
+    svc_docs = _service_documents(root, ext, diags)
+
+    supervisors = _load_supervisors(sup_docs, diags)
+    services = _load_services(svc_docs, ext, diags)
+    _check_supervision(services, supervisors, diags)
+    _check_dependencies(services, diags)
+    return SystemConfig(
+        services={s.name: s for s in services.loaded},
+        supervisors=supervisors.usable,
+        diagnostics=diags,
+    )
+
+
+def check_or_raise(cfg: SystemConfig) -> SystemConfig:
+    """Return ``cfg`` unchanged, or raise :class:`ConfigError` carrying every
+    diagnostic when it has errors (warnings alone pass)."""
+    if cfg.errors:
+        raise ConfigError(cfg.diagnostics)
+    return cfg
+
+
+# ---------------------------------------------------------------------------
+# Reading sources
+# ---------------------------------------------------------------------------
+
+
+class _Document:
+    __slots__ = ("data", "source", "stem")
+
+    def __init__(self, source: str, data: dict[str, Any], stem: str) -> None:
+        self.source = source  # "services/web.toml" or "<plugin NAME>:NAME"
+        self.data = data
+        self.stem = stem  # file name without .toml, for override matching
+
+
+def _read_dir(root: Path, sub: str, diags: list[Diagnostic]) -> Iterator[_Document]:
+    folder = root / sub
+    if not folder.is_dir():
+        return
+    # Dotfiles are editor leftovers (emacs' lock file .#web.toml, for one).
+    for path in sorted(p for p in folder.glob("*.toml") if not p.name.startswith(".")):
+        source = f"{sub}/{path.name}"
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            diags.append(Diagnostic(source, "", f"cannot read file: {exc.strerror or exc}"))
+            continue
+        except tomllib.TOMLDecodeError as exc:
+            diags.append(Diagnostic(source, "", f"invalid TOML: {exc}"))
+            continue
+        except UnicodeDecodeError as exc:
+            diags.append(Diagnostic(source, "", f"file is not UTF-8: {exc.reason} at byte {exc.start}"))
+            continue
+        yield _Document(source, data, path.stem)
+
+
+def _declared_name(data: dict[str, Any], table: str) -> str | None:
+    section = data.get(table)
+    if isinstance(section, dict) and isinstance(section.get("name"), str):
+        return section["name"]
+    return None
+
+
+def _service_documents(root: Path, ext: Extensions, diags: list[Diagnostic]) -> list[_Document]:
+    """Plugin definitions that no file overrides, then the files.
+
+    A file overrides a plugin definition when it declares the same service
+    name or is named ``services/NAME.toml``; the override is silent (that is
+    how an administrator customises a plugin's service)."""
+    files = list(_read_dir(root, "services", diags))
+    overridden = {d.stem for d in files}
+    overridden.update(n for d in files if (n := _declared_name(d.data, "service")))
+
+    docs: list[_Document] = []
+    first_by_name: dict[str, str] = {}
+    for definition, plugin in ext.definitions:
+        source = f"<plugin {plugin}>:{definition.name}"
+        try:
+            data = tomllib.loads(definition.text)
+        except tomllib.TOMLDecodeError as exc:
+            if definition.name not in overridden:
+                diags.append(Diagnostic(source, "", f"invalid TOML: {exc}"))
+            continue
+        name = _declared_name(data, "service") or definition.name
+        if name in overridden or definition.name in overridden:
+            continue
+        if name != definition.name:
+            diags.append(Diagnostic(
+                source, "service.name",
+                f"definition {definition.name!r} declares service name {name!r}", "warning",
+            ))
+        if name in first_by_name:
+            diags.append(Diagnostic(
+                source, "service.name",
+                f"service {name!r} is also defined by {first_by_name[name]}; "
+                f"two plugins cannot define one service (a file services/{name}.toml "
+                "in the config directory can replace both)",
+            ))
+            continue
+        first_by_name[name] = source
+        docs.append(_Document(source, data, definition.name))
+    return docs + files
+
+
+# ---------------------------------------------------------------------------
+# Supervisors
+# ---------------------------------------------------------------------------
+
+
+class _Supervisors:
+    def __init__(self) -> None:
+        self.declared: dict[str, str] = {}  # name -> source
+        # Every file with a valid name, errors or not: references are checked
+        # on all of them so that one run reports everything.
+        self.parsed: dict[str, SupervisorConfig] = {}
+        self.loaded: dict[str, SupervisorConfig] = {}  # without errors
+        self.usable: dict[str, SupervisorConfig] = {}  # parent chain reaches root
+
+
+def _load_supervisors(docs: list[_Document], diags: list[Diagnostic]) -> _Supervisors:
+    sups = _Supervisors()
+    for doc in docs:
+        rep = Reporter(diags, doc.source)
+        cfg = _parse_supervisor(doc.data, rep)
+        name = rep.declared_name
+        if name is None:
+            continue
+        if name in sups.declared:
+            rep.error("supervisor.name", f"duplicate supervisor name {name!r} "
+                      f"(also defined in {sups.declared[name]})")
+            continue
+        sups.declared[name] = doc.source
+        if cfg is not None:
+            sups.parsed[name] = cfg
+            if not rep.failed:
+                sups.loaded[name] = cfg
+    if ROOT_SUPERVISOR not in sups.declared:
+        root = SupervisorConfig(ROOT_SUPERVISOR, source=BUILTIN_SOURCE)
+        sups.declared[ROOT_SUPERVISOR] = BUILTIN_SOURCE
+        sups.parsed[ROOT_SUPERVISOR] = sups.loaded[ROOT_SUPERVISOR] = root
+
+    # Parents are resolved only now, after every file is read, so that file
+    # order does not matter.
+    for _, cfg in sorted(sups.parsed.items()):
+        if cfg.parent is not None and cfg.parent not in sups.declared:
+            Reporter(diags, cfg.source).error(
+                "supervisor.parent",
+                f"unknown parent supervisor {cfg.parent!r} "
+                f"(known: {', '.join(sorted(sups.declared))})",
+            )
+    parents = {n: {c.parent} if c.parent in sups.parsed else set() for n, c in sups.parsed.items()}
+    for cycle in graph.find_cycles(parents):
+        Reporter(diags, sups.parsed[cycle[0]].source).error(
+            "supervisor.parent", "supervisor cycle: " + " -> ".join(cycle)
+        )
+    sups.usable = {n: c for n, c in sups.loaded.items() if n in _rooted(sups.loaded)}
+    return sups
+
+
+def _rooted(loaded: dict[str, SupervisorConfig]) -> set[str]:
+    """Supervisors whose parent chain reaches root through loaded supervisors."""
+    good: set[str] = {ROOT_SUPERVISOR} if ROOT_SUPERVISOR in loaded else set()
+    bad: set[str] = set()
+    for start in loaded:
+        chain: list[str] = []
+        node: str | None = start
+        seen: set[str] = set()
+        while node is not None and node not in good and node not in bad:
+            if node in seen or node not in loaded:
+                break
+            seen.add(node)
+            chain.append(node)
+            node = loaded[node].parent
+        (good if node in good else bad).update(chain)
+    return good
+
+
+def _parse_supervisor(data: dict[str, Any], rep: Reporter) -> SupervisorConfig | None:
+    doc = Table(rep, "", data)
+    sup = doc.table("supervisor", required=True)
+    restart = doc.table("restart")
+    for key in doc.rest():
+        rep.error(key, "unknown table" if isinstance(data[key], dict) else "unknown key",
+                  suggest=(key, ("supervisor", "restart")))
+    if sup is None:
+        return None
+    name = sup.string("name", required=True)
+    if name is not None and check_name(sup, "name", name):
+        rep.declared_name = name
+    parent = sup.string("parent")
+    if name == ROOT_SUPERVISOR and parent is not None:
+        rep.error("supervisor.parent", "the root supervisor has no parent")
+        parent = None
+    elif parent is None and name != ROOT_SUPERVISOR:
+        parent = ROOT_SUPERVISOR
+    strategy = sup.choice("strategy", STRATEGIES, "one-for-one")
+    sup.finish()
+    max_restarts, window = 5, 60.0
+    if restart is not None:
+        max_restarts = restart.integer("max-restarts", 5, minimum=0)
+        window = restart.duration("max-restart-window", 60.0, positive=True)
+        restart.finish()
+    if rep.declared_name is None:
+        return None
+    return SupervisorConfig(
+        name=rep.declared_name, source=rep.file, parent=parent, strategy=strategy,
+        max_restarts=max_restarts, max_restart_window=window,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------
+
+
+class _Services:
+    def __init__(self) -> None:
+        self.declared: dict[str, str] = {}  # name -> source
+        self.parsed: list[ServiceConfig] = []  # errors or not
+        self.loaded: list[ServiceConfig] = []  # without errors
+
+
+def _load_services(docs: list[_Document], ext: Extensions, diags: list[Diagnostic]) -> _Services:
+    out = _Services()
+    for doc in docs:
+        rep = Reporter(diags, doc.source)
+        cfg = _parse_service(doc.data, rep, ext)
+        name = rep.declared_name
+        if name is None:
+            continue
+        if name in out.declared:
+            rep.error("service.name", f"duplicate service name {name!r} "
+                      f"(also defined in {out.declared[name]})")
+            continue
+        out.declared[name] = doc.source
+        if cfg is not None:
+            out.parsed.append(cfg)
+            if not rep.failed:
+                out.loaded.append(cfg)
+    return out
+
+
+_SERVICE_TABLES = ("service", "restart", "readiness", "dependencies", "shutdown")
+
+
+def _parse_service(data: dict[str, Any], rep: Reporter, ext: Extensions) -> ServiceConfig | None:
+    doc = Table(rep, "", data)
+    svc_t = doc.table("service", required=True)
+    restart_t = doc.table("restart")
+    readiness_t = doc.table("readiness")
+    deps_t = doc.table("dependencies")
+    shutdown_t = doc.table("shutdown")
+    sections = _plugin_sections(doc, data, rep, ext)
+    # Without [service] the other tables are still checked (one run, every
+    # error); its required keys are not reported again as missing.
+    svc = svc_t or Table(rep, "service", {})
+
+    name = svc.string("name", required=svc_t is not None)
+    if name is not None and check_name(svc, "name", name):
+        rep.declared_name = name
+    exec_ = svc.strings("exec", required=svc_t is not None, nonempty=True)
+    stype = svc.choice("type", SERVICE_TYPES, "simple")
+    supervisor = svc.string("supervisor", ROOT_SUPERVISOR) or ""
+    description = svc.string("description", "") or ""
+    enabled = svc.boolean("enabled", True)
+    workdir = svc.abs_path("workdir")
+    environment = _environment(svc)
+    env_files = _environment_files(svc)
+    pid_file = svc.abs_path("pid-file")
+    if pid_file is not None and stype != "forking":
+        rep.warning("service.pid-file", f"only used by type 'forking' (this service is {stype!r})")
+    user, group, groups = _user(svc)
+    svc.finish()
+
+    restart = _restart(restart_t)
+    readiness = _readiness(readiness_t, stype, rep, ext)
+    dependencies = _dependencies(deps_t)
+    shutdown = _shutdown(shutdown_t)
+
+    # Returned even with errors (the caller drops it): its references are
+    # still checked against the whole system.
+    if rep.declared_name is None:
+        return None
+    return ServiceConfig(
+        name=rep.declared_name, exec=exec_ or (), source=rep.file, type=stype, supervisor=supervisor,
+        description=description, enabled=enabled, workdir=workdir,
+        environment=environment, environment_file=env_files,
+        user=user, group=group, supplementary_groups=groups, pid_file=pid_file,
+        restart=restart, readiness=readiness, dependencies=dependencies,
+        shutdown=shutdown, sections=sections,
+    )
+
+
+def _plugin_sections(
+    doc: Table, data: dict[str, Any], rep: Reporter, ext: Extensions
+) -> dict[str, dict[str, Any]]:
+    """Validate the tables owned by plugins; name the missing plugin for the rest."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in doc.rest():
+        value = data[key]
+        if not isinstance(value, dict):
+            rep.error(key, "unknown key (keys belong in a table such as [service])",
+                      suggest=(key, _SERVICE_TABLES))
+            continue
+        if key not in ext.sections:
+            rep.error(key, ext.missing_hint("section", key))
+            continue
+        section, plugin = ext.sections[key]
+        if _run_validator(section.validate, value, key, plugin, rep):
+            out[key] = value
+    return out
+
+
+def _run_validator(validate: Any, table: dict[str, Any], prefix: str, plugin: str,
+                   rep: Reporter) -> bool:
+    """Apply a plugin's validator; a crashing validator is the plugin's bug,
+    reported as an error rather than taking the loader down."""
+    if validate is None:
+        return True
+    try:
+        problems = list(validate(dict(table)))
+    except Exception as exc:  # third-party code: report, do not crash
+        rep.error(prefix, f"validator of plugin {plugin!r} failed: {type(exc).__name__}: {exc}")
+        return False
+    for key, message in problems:
+        rep.error(f"{prefix}.{key}" if key else prefix, message)
+    return not problems
+
+
+def _environment(svc: Table) -> dict[str, str]:
+    env = svc.table("environment")
+    if env is None:
+        return {}
+    out: dict[str, str] = {}
+    for var in env.rest():
+        value = env.data[var]
+        if not var or "=" in var or "\0" in var:
+            env.rep.error(env.key(var), "invalid environment variable name")
+        elif not isinstance(value, str):
+            env.rep.error(env.key(var), f"expected a string, got {type_name(value)}")
+        else:
+            out[var] = value
+    return out
+
+
+def _environment_files(svc: Table) -> tuple[str, ...]:
+    value = svc.get("environment-file")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = [("environment-file", value)]
+    elif isinstance(value, list):
+        items = [(f"environment-file[{i}]", v) for i, v in enumerate(value)]
+    else:
+        svc.error("environment-file",
+                  f"expected a string or an array of strings, got {type_name(value)}")
+        return ()
+    out: list[str] = []
+    for key, item in items:
+        if not isinstance(item, str):
+            svc.error(key, f"expected a string, got {type_name(item)}")
+        # A leading "-" means "ignore if missing" (as in systemd); it is kept
+        # for the service manager, the path after it must be absolute.
+        elif not item.removeprefix("-").startswith("/"):
+            svc.error(key, f"must be an absolute path, got {item!r}")
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def _user(svc: Table) -> tuple[str | None, str | None, tuple[str, ...]]:
+    ut = svc.table("user")
+    if ut is None:
+        return None, None, ()
+    user = ut.ident("user")
+    group = ut.ident("group")
+    groups = ut.strings("supplementary-groups", allow_int=True) or ()
+    ut.finish()
+    return user, group, groups
+
+
+def _restart(t: Table | None) -> RestartConfig:
+    if t is None:
+        return RestartConfig()
+    cfg = RestartConfig(
+        policy=t.choice("policy", RESTART_POLICIES, "permanent"),
+        delay=t.duration("delay", 1.0),
+        max_restarts=t.integer("max-restarts", 5, minimum=0),
+        max_restart_window=t.duration("max-restart-window", 60.0, positive=True),
+    )
+    t.finish()
+    return cfg
+
+
+def _readiness(t: Table | None, stype: str, rep: Reporter, ext: Extensions) -> ReadinessConfig:
+    default = "notify" if stype == "notify" else "none"
+    if t is None:
+        rtype, timeout, given = default, 30.0, False
+    else:
+        given = "type" in t.data
+        rtype = t.string("type", default) or default
+        timeout = t.duration("timeout", 30.0, positive=True)
+    # Where to point when the type is wrong: the key if written, else the
+    # service type that implied it.
+    type_key = "readiness.type" if given else "service.type"
+    if stype == "notify" and rtype != "notify":
+        rep.error(type_key, f"service type 'notify' needs readiness type 'notify', got {rtype!r}")
+    options: dict[str, Any] = {}
+    if rtype not in ext.readiness:
+        rep.error(type_key, ext.missing_hint("readiness", rtype))
+        if t is not None:
+            t.rest()  # the options belong to a type we cannot check
+        return ReadinessConfig(rtype, timeout)
+    rt, plugin = ext.readiness[rtype]
+    if t is not None:
+        for key in t.rest():
+            if key in rt.options:
+                options[key] = t.data[key]
+            else:
+                rep.error(t.key(key), f"unknown key for readiness type {rtype!r}",
+                          suggest=(key, ("type", "timeout", *sorted(rt.options))))
+        _run_validator(rt.validate, options, "readiness", plugin, rep)
+    return ReadinessConfig(rtype, timeout, options)
+
+
+def _dependencies(t: Table | None) -> DependencyConfig:
+    if t is None:
+        return DependencyConfig()
+    lists = {key: t.strings(key) or () for key in _DEP_KEYS}
+    t.finish()
+    return DependencyConfig(**lists)
+
+
+def _shutdown(t: Table | None) -> ShutdownConfig:
+    if t is None:
+        return ShutdownConfig()
+    cfg = ShutdownConfig(
+        stop_signal=t.signal("stop-signal", 15),
+        stop_timeout=t.duration("stop-timeout", 10.0),
+        stop_exec=t.strings("stop-exec") or (),
+    )
+    if cfg.stop_exec and not cfg.stop_exec[0]:
+        t.rep.error(t.key("stop-exec[0]"), "the program must not be empty")
+    t.finish()
+    return cfg
+
+
+# ---------------------------------------------------------------------------
+# Whole-system checks
+# ---------------------------------------------------------------------------
+
+
+def _check_supervision(services: _Services, sups: _Supervisors, diags: list[Diagnostic]) -> None:
+    """Unknown supervisors are errors; services under a supervisor that could
+    not be loaded are dropped so that the result stays structurally sound."""
+    for svc in services.parsed:
+        if svc.supervisor not in sups.declared:
+            Reporter(diags, svc.source).error(
+                "service.supervisor",
+                f"unknown supervisor {svc.supervisor!r} (known: {', '.join(sorted(sups.declared))})",
+            )
+    services.loaded = [s for s in services.loaded if s.supervisor in sups.usable]
+
+
+def _check_dependencies(services: _Services, diags: list[Diagnostic]) -> None:
+    by_name = {s.name: s for s in services.parsed}
+    for svc in services.parsed:
+        rep = Reporter(diags, svc.source)
+        for key in _DEP_KEYS:
+            for i, dep in enumerate(getattr(svc.dependencies, key)):
+                if dep in services.declared:
+                    continue
+                where = f"dependencies.{key}[{i}]"
+                if key == "requires":
+                    rep.error(where, f"requires unknown service {dep!r}")
+                else:
+                    rep.warning(where, f"unknown service {dep!r} (ignored)")
+    edges = graph.order_edges(by_name)
+    cycles = graph.find_cycles(edges)
+    for cycle in cycles:
+        source, key = _edge_origin(by_name, cycle[0], cycle[1])
+        Reporter(diags, source).error(key, "dependency cycle: " + " -> ".join(cycle))
+    reported = {n for c in cycles for n in c}
+    rest = sorted(graph.cycle_members(edges) - reported)
+    if rest:
+        Reporter(diags, by_name[rest[0]].source).error(
+            "dependencies",
+            f"more dependency cycles involve: {', '.join(rest[:20])}"
+            + (f" and {len(rest) - 20} more" if len(rest) > 20 else ""),
+        )
+
+
+def _edge_origin(by_name: dict[str, ServiceConfig], a: str, b: str) -> tuple[str, str]:
+    """The file and key that create the ordering edge "a starts after b"."""
+    deps = by_name[a].dependencies
+    for key in ("requires", "wants", "after"):
+        if b in getattr(deps, key):
+            return by_name[a].source, f"dependencies.{key}"
+    return by_name[b].source, "dependencies.before"

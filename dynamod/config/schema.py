@@ -1,0 +1,236 @@
+"""Typed access to parsed TOML tables that records problems instead of raising.
+
+A :class:`Table` hands out values by key, reports a wrong type or an invalid
+value under the key's dotted name and falls back to the default, so one pass
+over a file finds every problem in it. Keys that were never asked for are
+"unknown key" errors when the table is finished.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from dynamod.config.model import Diagnostic
+from dynamod.config.units import parse_duration, parse_signal, type_name
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+
+
+class Reporter:
+    """Diagnostics of one source (file or plugin definition)."""
+
+    def __init__(self, sink: list[Diagnostic], file: str) -> None:
+        self.sink = sink
+        self.file = file
+        self.failed = False
+        # The name the source declares, once it is known to be valid; set
+        # even when other keys are wrong, so that references to it resolve.
+        self.declared_name: str | None = None
+
+    def error(self, key: str, message: str, *, suggest: tuple[str, Iterable[str]] | None = None) -> None:
+        self.failed = True
+        self.sink.append(Diagnostic(self.file, key, message + _suggestion(suggest)))
+
+    def warning(self, key: str, message: str) -> None:
+        self.sink.append(Diagnostic(self.file, key, message, "warning"))
+
+
+def _suggestion(suggest: tuple[str, Iterable[str]] | None) -> str:
+    if not suggest:
+        return ""
+    import difflib  # only on the error path
+
+    wrong, candidates = suggest
+    close = difflib.get_close_matches(wrong.replace("_", "-"), list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_MISSING = object()
+
+
+class Table:
+    """One TOML table of one source."""
+
+    def __init__(self, rep: Reporter, path: str, data: dict[str, Any]) -> None:
+        self.rep = rep
+        self.path = path  # dotted name of this table, "" for the document
+        self.data = data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        """The dotted name of ``name`` in this table."""
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> None:
+        self.rep.error(self.key(name), message)
+
+    def get(self, name: str) -> Any:
+        """The raw value, or None when absent."""
+        self.used.add(name)
+        return self.data.get(name)
+
+    def _take(self, name: str, required: bool) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                self.error(name, "missing required key")
+            return _MISSING
+        return self.data[name]
+
+    def rest(self) -> list[str]:
+        """Keys not asked for yet, in file order; they count as handled."""
+        keys = [k for k in self.data if k not in self.used]
+        self.used.update(keys)
+        return keys
+
+    def finish(self) -> None:
+        """Report every key nobody asked for."""
+        known = sorted(self.used)
+        for key in self.rest():
+            self.rep.error(self.key(key), "unknown key", suggest=(key, known))
+
+    # -- typed getters: each returns the default after reporting a problem --
+
+    def table(self, name: str, *, required: bool = False) -> Table | None:
+        value = self._take(name, False)
+        if value is _MISSING:
+            if required:
+                self.rep.error(self.key(name), f"missing required table [{self.key(name)}]")
+            return None
+        if not isinstance(value, dict):
+            self.error(name, f"expected a table, got {type_name(value)}")
+            return None
+        return Table(self.rep, self.key(name), value)
+
+    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self._take(name, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            self.error(name, f"expected a string, got {type_name(value)}")
+            return default
+        return value
+
+    def abs_path(self, name: str) -> str | None:
+        """An absolute path."""
+        value = self.string(name)
+        if value is not None and not value.startswith("/"):
+            self.error(name, f"must be an absolute path, got {value!r}")
+            return None
+        return value
+
+    def ident(self, name: str) -> str | None:
+        """A user or group: a name, or a numeric id (kept as its decimal string)."""
+        value = self._take(name, False)
+        if value is _MISSING:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                self.error(name, f"must not be negative, got {value}")
+                return None
+            return str(value)
+        if not isinstance(value, str):
+            self.error(name, f"expected a string or an integer id, got {type_name(value)}")
+            return None
+        if not value:
+            self.error(name, "must not be empty")
+            return None
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._take(name, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.error(name, f"expected a boolean (true or false), got {type_name(value)}")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
+        value = self._take(name, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.error(name, f"expected an integer, got {type_name(value)}")
+            return default
+        if minimum is not None and value < minimum:
+            self.error(name, f"must be at least {minimum}, got {value}")
+            return default
+        return value
+
+    def duration(self, name: str, default: float, *, positive: bool = False) -> float:
+        value = self._take(name, False)
+        if value is _MISSING:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.error(name, str(exc))
+            return default
+        if positive and seconds <= 0:
+            self.error(name, f"must be greater than zero, got {value!r}")
+            return default
+        return seconds
+
+    def signal(self, name: str, default: int) -> int:
+        value = self._take(name, False)
+        if value is _MISSING:
+            return default
+        try:
+            return parse_signal(value)
+        except ValueError as exc:
+            self.error(name, str(exc))
+            return default
+
+    def choice(self, name: str, choices: Iterable[str], default: str) -> str:
+        choices = tuple(choices)
+        value = self.string(name)
+        if value is None:
+            return default
+        if value not in choices:
+            self.error(name, f"invalid value {value!r} (expected one of: {', '.join(choices)})")
+            return default
+        return value
+
+    def strings(self, name: str, *, required: bool = False, nonempty: bool = False,
+                allow_int: bool = False) -> tuple[str, ...] | None:
+        """An array of strings (of strings or integers with ``allow_int``,
+        the integers kept as decimal strings). ``nonempty`` also requires a
+        non-empty first element: for command lines, the program."""
+        value = self._take(name, required)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, list):
+            self.error(name, f"expected an array of strings, got {type_name(value)}")
+            return None
+        out: list[str] = []
+        ok = True
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                out.append(item)
+            elif allow_int and isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+                out.append(str(item))
+            else:
+                self.error(f"{name}[{i}]", f"expected a string, got {type_name(item)}")
+                ok = False
+        if nonempty and not out and ok:
+            self.error(name, "must not be empty")
+            return None
+        if nonempty and out and not out[0]:
+            self.error(f"{name}[0]", "the program must not be empty")
+            return None
+        return tuple(out) if ok else None
+
+
+def check_name(table: Table, key: str, name: str) -> bool:
+    """Service and supervisor names appear in file names, messages and
+    command lines: keep them to a safe character set."""
+    if NAME_RE.fullmatch(name):
+        return True
+    table.error(
+        key,
+        f"invalid name {name!r} (use letters, digits and _ . @ -, starting with a letter or digit)",
+    )
+    return False

@@ -1,0 +1,121 @@
+"""Length-prefixed MessagePack frames: ``b"DM" | u32 LE length | payload``.
+
+PID 1 imports this module, so it depends on nothing but ``struct`` and
+``msgpack``. It knows nothing about message semantics (see
+:mod:`dynamod.ipc.schema`); it only guarantees that every decoded payload is a
+map with string keys.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+
+MAGIC = b"DM"
+HEADER = struct.Struct("<2sI")
+HEADER_SIZE = HEADER.size  # 6
+MAX_PAYLOAD = 64 * 1024
+
+
+class FrameError(ValueError):
+    """A frame could not be encoded or decoded; the connection it came from is
+    unusable and must be closed."""
+
+
+def encode_frame(payload: dict) -> bytes:
+    """Encode one payload map as a complete frame.
+
+    Raises FrameError if the payload is not a map with string keys, holds a
+    value MessagePack cannot encode, or encodes to more than MAX_PAYLOAD bytes.
+    """
+    _check_map(payload)
+    try:
+        data = msgpack.packb(payload, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise FrameError(f"cannot encode payload: {exc}") from exc
+    if len(data) > MAX_PAYLOAD:
+        raise FrameError(f"payload of {len(data)} bytes exceeds the maximum of {MAX_PAYLOAD}")
+    return HEADER.pack(MAGIC, len(data)) + data
+
+
+def decode_payload(data: bytes) -> dict:
+    """Decode one complete payload (no header). Raises FrameError."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_reject_ext)
+    except FrameError:
+        raise
+    except Exception as exc:
+        # msgpack raises a zoo of types (ValueError, ExtraData, FormatError,
+        # StackError, UnicodeDecodeError...): all mean "not a payload".
+        raise FrameError(f"undecodable payload: {exc.__class__.__name__}: {exc}") from exc
+    _check_map(obj)
+    return obj
+
+
+def _reject_ext(code: int, data: bytes) -> object:
+    raise FrameError(f"MessagePack extension type {code} is not allowed")
+
+
+def _check_map(obj: object) -> None:
+    if not isinstance(obj, dict):
+        raise FrameError(f"payload must be a map, not {type(obj).__name__}")
+    for key in obj:
+        if not isinstance(key, str):
+            raise FrameError(f"payload map keys must be strings, got {type(key).__name__}")
+
+
+class FrameDecoder:
+    """Incremental decoder for a byte stream of frames.
+
+    Feed it whatever ``recv`` returned; it returns the payloads completed by
+    that chunk. After a FrameError the stream is out of sync for good, so every
+    later ``feed`` raises again.
+    """
+
+    __slots__ = ("_buf", "_error")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._error: FrameError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame held back; non-zero at EOF means the
+        peer sent a truncated frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[dict]:
+        """Append ``data`` and return every payload it completes, in order."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        buf += data
+        out: list[dict] = []
+        pos = 0
+        try:
+            while True:
+                avail = len(buf) - pos
+                if avail < HEADER_SIZE:
+                    # Check the magic we already have, so garbage (an HTTP
+                    # request, a stray text line) fails at once instead of
+                    # waiting for more bytes that may never come.
+                    if avail and not MAGIC.startswith(bytes(buf[pos : pos + min(avail, 2)])):
+                        raise FrameError(f"bad magic {bytes(buf[pos : pos + 2])!r}")
+                    break
+                magic, length = HEADER.unpack_from(buf, pos)
+                if magic != MAGIC:
+                    raise FrameError(f"bad magic {magic!r}")
+                if length > MAX_PAYLOAD:
+                    raise FrameError(f"frame length {length} exceeds the maximum of {MAX_PAYLOAD}")
+                end = pos + HEADER_SIZE + length
+                if len(buf) < end:
+                    break
+                out.append(decode_payload(bytes(buf[pos + HEADER_SIZE : end])))
+                pos = end
+        except FrameError as exc:
+            self._error = exc
+            buf.clear()
+            raise
+        del buf[:pos]
+        return out

@@ -1,0 +1,159 @@
+"""Control-socket requests: what each message does to the manager.
+
+The server (:mod:`dynamod.ipc.server`) owns framing and validation; this
+module owns meaning and the permission rule: root and the user the manager
+runs as may do everything, other users may only read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+from dynamod.config.model import ConfigError, SystemConfig
+from dynamod.ipc.schema import READ_ONLY_REQUESTS, Message, error, event, response
+from dynamod.ipc.server import Connection
+from dynamod.svmgr.manager import Manager, OperationFailed
+
+# Leave room for the envelope under the 64 KiB frame limit.
+PAGE_BYTES = 56 * 1024
+LIST_FIELDS = ("name", "state", "type", "supervisor", "pid", "since", "reason", "explicit", "restarts", "description")
+
+
+class Control:
+    def __init__(
+        self,
+        manager: Manager,
+        reload_config: Callable[[], SystemConfig],
+        request_shutdown: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.manager = manager
+        self.reload_config = reload_config
+        self.request_shutdown = request_shutdown
+        self.subscribers: set[Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        manager.listeners.append(self._broadcast)
+
+    def _broadcast(self, ev: dict[str, Any]) -> None:
+        if not self.subscribers:
+            return
+        s = self.manager.services.get(ev["name"])
+        body = dict(ev)
+        if s is not None:
+            body["service"] = s.info()
+        msg = event("ServiceStateChanged", body)
+        for conn in list(self.subscribers):
+            if conn.closed:
+                self.subscribers.discard(conn)
+            else:
+                conn.send(msg)
+
+    def allowed(self, conn: Connection) -> bool:
+        return conn.peer_uid in (0, os.getuid())
+
+    async def handle(self, conn: Connection, msg: Message) -> Message | None:
+        if msg.kind != "request":
+            return None
+        if msg.type not in READ_ONLY_REQUESTS and not self.allowed(conn):
+            return error(
+                msg,
+                "permission-denied",
+                f"{msg.type} needs root (you are uid {conn.peer_uid}); other users may only read",
+            )
+        fn = getattr(self, "do_" + msg.type, None)
+        if fn is None:
+            return error(msg, "bad-request", f"request {msg.type} is not supported by this server")
+        try:
+            return await fn(conn, msg)
+        except KeyError as exc:
+            return error(msg, "unknown-service", f"no such service: {exc.args[0]}")
+        except OperationFailed as exc:
+            s = self.manager.services.get(msg.body.get("name", ""))
+            return error(msg, "failed", str(exc), [s.reason] if s is not None and s.reason else None)
+
+    def _info(self, name: str) -> dict[str, Any]:
+        return self.manager.status_of(self.manager.get(name))
+
+    async def do_ServiceStatus(self, conn: Connection, msg: Message) -> Message:
+        return response(msg, "ServiceInfo", {"service": self._info(msg.body["name"])})
+
+    async def do_ListServices(self, conn: Connection, msg: Message) -> Message:
+        """One page of services (compact entries); ``next`` is the offset of
+        the following page, absent on the last one."""
+        names = sorted(self.manager.services)
+        offset = max(0, int(msg.body.get("offset", 0) or 0))
+        page: list[dict[str, Any]] = []
+        size = 0
+        i = offset
+        while i < len(names):
+            info = self.manager.services[names[i]].info()
+            entry = {k: info[k] for k in LIST_FIELDS}
+            n = len(msgpack.packb(entry))
+            if page and size + n > PAGE_BYTES:
+                break
+            page.append(entry)
+            size += n
+            i += 1
+        body: dict[str, Any] = {"services": page, "total": len(names)}
+        if i < len(names):
+            body["next"] = i
+        return response(msg, "ServiceList", body)
+
+    async def do_TreeStatus(self, conn: Connection, msg: Message) -> Message:
+        return response(msg, "Tree", {"root": self.manager.tree()})
+
+    async def do_GetServiceByPid(self, conn: Connection, msg: Message) -> Message:
+        return response(msg, "ServiceByPid", {"name": self.manager.service_by_pid(msg.body["pid"])})
+
+    async def do_GetLogs(self, conn: Connection, msg: Message) -> Message:
+        s = self.manager.get(msg.body["name"])
+        lines = s.log_buffer.tail(msg.body.get("lines"))
+        # Newest lines win when the buffer would not fit into one frame.
+        out: list[tuple[float, str]] = []
+        size = 0
+        for ts, text in reversed(lines):
+            size += len(text.encode()) + 16
+            if size > PAGE_BYTES:
+                break
+            out.append((ts, text))
+        out.reverse()
+        return response(msg, "Logs", {"name": s.name, "lines": [[t, x] for t, x in out]})
+
+    async def do_Subscribe(self, conn: Connection, msg: Message) -> Message:
+        conn.subscribed = True
+        self.subscribers.add(conn)
+        conn.on_close.append(self.subscribers.discard)
+        return response(msg, "Ack", {"message": "subscribed"})
+
+    async def do_StartService(self, conn: Connection, msg: Message) -> Message:
+        s = await self.manager.start(msg.body["name"])
+        return response(msg, "ServiceInfo", {"service": self.manager.status_of(s)})
+
+    async def do_StopService(self, conn: Connection, msg: Message) -> Message:
+        s = await self.manager.stop(msg.body["name"])
+        return response(msg, "ServiceInfo", {"service": self.manager.status_of(s)})
+
+    async def do_RestartService(self, conn: Connection, msg: Message) -> Message:
+        s = await self.manager.restart(msg.body["name"])
+        return response(msg, "ServiceInfo", {"service": self.manager.status_of(s)})
+
+    async def do_Reload(self, conn: Connection, msg: Message) -> Message:
+        try:
+            cfg = self.reload_config()
+        except ConfigError as exc:
+            errors = [str(d) for d in exc.diagnostics if d.severity == "error"]
+            return error(msg, "failed", f"configuration has {len(errors)} error(s); nothing changed", errors)
+        result = await self.manager.reload(cfg)
+        result["warnings"] = [str(d) for d in cfg.warnings]
+        return response(msg, "ReloadResult", result)
+
+    async def do_Shutdown(self, conn: Connection, msg: Message) -> Message:
+        kind = msg.body["kind"]
+        task = self.manager.loop.create_task(self.request_shutdown(kind))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return response(msg, "Ack", {"message": f"{kind} started"})

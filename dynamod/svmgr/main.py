@@ -1,0 +1,147 @@
+"""dynamod-svmgr: the service manager process.
+
+Runs as root under dynamod-init, or unprivileged as a plain process with its
+own config and runtime directories (tests, demos, per-user service trees).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from dynamod.config.extensions import Extensions, collect_extensions
+from dynamod.config.loader import check_or_raise, load_config
+from dynamod.config.model import ConfigError, SystemConfig
+from dynamod.plugins import PluginHost, make_plugin_host
+
+PR_SET_CHILD_SUBREAPER = 36
+EXIT_ROOT_FAILED = 3
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"{stamp} dynamod-svmgr: {message}", file=sys.stderr, flush=True)
+
+
+def set_subreaper() -> bool:
+    """Daemons that double-fork stay our descendants, so we can reap them."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="dynamod-svmgr", description="dynamod service manager")
+    p.add_argument("--config-dir", default=os.environ.get("DYNAMOD_CONFIG_DIR", "/etc/dynamod"))
+    p.add_argument("--runtime-dir", default=os.environ.get("DYNAMOD_RUNTIME_DIR", "/run/dynamod"))
+    p.add_argument("--no-plugins", action="store_true", help="load no plugin entry points")
+    return p.parse_args(argv)
+
+
+class Daemon:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.config_dir = args.config_dir
+        self.runtime_dir = args.runtime_dir
+        self.exit_code = 0
+        self.done: asyncio.Event | None = None
+        self.plugins: PluginHost | None = None
+        self.ext: Extensions | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def load(self) -> SystemConfig:
+        return check_or_raise(load_config(self.config_dir, self.ext))
+
+    async def run(self) -> int:
+        from dynamod.ipc.server import ControlServer
+        from dynamod.svmgr.control import Control
+        from dynamod.svmgr.manager import Manager
+
+        loop = asyncio.get_running_loop()
+        self.done = asyncio.Event()
+        if not set_subreaper():
+            log("warning: could not become a child subreaper; forking daemons may escape")
+        self.plugins = make_plugin_host(load_entrypoints=not self.args.no_plugins)
+        for problem in self.plugins.problems:
+            log(f"warning: {problem}")
+        self.ext = collect_extensions(self.plugins)
+        cfg = load_config(self.config_dir, self.ext)
+        for d in cfg.diagnostics:
+            log(str(d))
+        if cfg.errors:
+            log(f"{len(cfg.errors)} configuration error(s); starting the valid services only")
+        os.makedirs(self.runtime_dir, mode=0o755, exist_ok=True)
+        manager = Manager(cfg, runtime_dir=self.runtime_dir, extensions=self.ext, plugins=self.plugins, log=log)
+        manager.reaper.install(loop)
+        self.manager = manager
+
+        def root_failed(reason: str) -> None:
+            log(f"ROOT SUPERVISOR FAILED: {reason}")
+            log("system action: stopping everything and exiting (unprivileged mode)")
+            self.exit_code = EXIT_ROOT_FAILED
+            self.tasks.add(loop.create_task(self.shutdown("exit")))
+
+        manager.on_root_failure = root_failed
+        control = Control(manager, self.load, self.shutdown)
+        server = ControlServer(os.path.join(self.runtime_dir, "control.sock"), control.handle, log=log)
+        await server.start()
+        def spawn_task(coro: Any) -> None:
+            task = loop.create_task(coro)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+        loop.add_signal_handler(signal.SIGTERM, lambda: spawn_task(self.shutdown("poweroff")))
+        loop.add_signal_handler(signal.SIGINT, lambda: spawn_task(self.shutdown("poweroff")))
+        loop.add_signal_handler(signal.SIGHUP, lambda: spawn_task(self.reload()))
+        log(f"started: {len(manager.services)} services, control socket {server.path}")
+        manager.start_all()
+        await self.done.wait()
+        await server.close()
+        return self.exit_code
+
+    async def reload(self) -> None:
+        try:
+            cfg = self.load()
+        except ConfigError as exc:
+            log(f"reload refused, nothing changed:\n{exc}")
+            return
+        result = await self.manager.reload(cfg)
+        log(f"reloaded: {result}")
+
+    async def shutdown(self, kind: str) -> None:
+        if self.manager.shutting_down:
+            return
+        log(f"shutdown ({kind}): stopping all services")
+        started = time.monotonic()
+        await self.manager.shutdown()
+        log(f"all services stopped in {time.monotonic() - started:.2f}s")
+        assert self.done is not None
+        self.done.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    daemon = Daemon(args)
+    try:
+        code = asyncio.run(daemon.run())
+    except KeyboardInterrupt:
+        code = 130
+    except OSError as exc:
+        log(f"fatal: {exc}")
+        code = 1
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,519 @@
+"""ControlServer, Client and AsyncClient over real Unix sockets.
+
+The server runs on its own event loop in a background thread, so the blocking
+client (and raw sockets sending deliberately broken bytes) can be used from the
+test thread exactly as dynamodctl uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+
+from dynamod.ipc.aclient import AsyncClient
+from dynamod.ipc.client import (
+    Client,
+    ConnectError,
+    ProtocolError,
+    RemoteError,
+    default_socket_path,
+)
+from dynamod.ipc.framing import FrameDecoder, encode_frame
+from dynamod.ipc.schema import PROTOCOL_VERSION, Message, event, response
+from dynamod.ipc.server import Connection, ControlServer
+
+BIG = "x" * 50_000  # one event of ~50 KB
+
+
+def state_event(name: str, extra: str = "") -> Message:
+    body = {"name": name, "old": "starting", "new": "running", "reason": "", "time": time.time()}
+    if extra:
+        body["service"] = {"blob": extra}
+    return event("ServiceStateChanged", body)
+
+
+class Handler:
+    """A toy service manager: enough behaviour to exercise the server."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()  # releases StartService("slow")
+        self.seen: list[tuple[str, Connection]] = []
+        self.server: ControlServer | None = None
+
+    async def __call__(self, conn: Connection, msg: Message) -> Message | None:
+        self.seen.append((msg.type, conn))
+        body = msg.body
+        if msg.type == "ListServices":
+            return response(msg, "ServiceList", {"services": [{"name": "a"}, {"name": "b"}]})
+        if msg.type == "StartService":
+            if body["name"] == "slow":
+                while not self.gate.is_set():
+                    await asyncio.sleep(0.005)
+            return response(msg, "Ack", {"message": f"started {body['name']}"})
+        if msg.type == "ServiceStatus":
+            peer = [conn.peer_pid, conn.peer_uid, conn.peer_gid]
+            return response(msg, "ServiceInfo", {"service": {"name": body["name"], "peer": peer}})
+        if msg.type == "Subscribe":
+            conn.subscribed = True
+            return response(msg, "Ack")
+        if msg.type == "Reload":  # floods subscribers with ~3 MB of events
+            assert self.server is not None
+            for i in range(60):
+                self.server.broadcast(state_event(f"s{i}", BIG))
+            return response(
+                msg, "ReloadResult", {"added": [], "removed": [], "changed": [], "warnings": []}
+            )
+        if msg.type == "RestartService":  # an event overtakes the response
+            assert self.server is not None
+            self.server.broadcast(state_event(body["name"]))
+            return response(msg, "Ack")
+        if msg.type == "StopService":  # answered from another thread
+            threading.Thread(
+                target=conn.send, args=(response(msg, "Ack", {"message": "from thread"}),)
+            ).start()
+            return None
+        if msg.type == "GetServiceByPid":
+            raise RuntimeError("handler bug")
+        if msg.type == "TreeStatus":  # far over the 64 KiB frame limit
+            return response(msg, "Tree", {"root": {"blob": "y" * 100_000}})
+        return response(msg, "Ack")
+
+
+class ServerThread:
+    def __init__(self, path: str, **kwargs: object) -> None:
+        self.handler = Handler()
+        self.logs: list[str] = []
+        self.server = ControlServer(path, self.handler, log=self.logs.append, **kwargs)  # type: ignore[arg-type]
+        self.handler.server = self.server
+        self.path = path
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(5)
+        return self
+
+    def call(self, fn, *args):  # run fn on the loop thread, return its result
+        async def wrapper():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(5)
+
+    def stop(self, release: bool = True) -> None:
+        if release:
+            self.handler.gate.set()
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def srv(tmp_path) -> Iterator[ServerThread]:
+    st = ServerThread(str(tmp_path / "run" / "control.sock")).start()
+    yield st
+    st.stop()
+
+
+class Raw:
+    """A raw socket speaking (or deliberately mis-speaking) the protocol."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(path)
+        self.decoder = FrameDecoder()
+        self.pending: list[dict] = []
+
+    def send_payload(self, payload: dict) -> None:
+        self.sock.sendall(encode_frame(payload))
+
+    def recv(self) -> Message:
+        while not self.pending:
+            data = self.sock.recv(65536)
+            assert data, "server closed the connection"
+            self.pending.extend(self.decoder.feed(data))
+        return Message.from_payload(self.pending.pop(0))
+
+    def wait_closed(self, limit: int = 10_000_000) -> int:
+        """Read until the server closes; return how many bytes came."""
+        total = 0
+        while total < limit:
+            try:
+                data = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                return total
+            if not data:
+                return total
+            total += len(data)
+        raise AssertionError("connection not closed")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def req(id_: int, type_: str, body: dict) -> dict:
+    return {"id": id_, "kind": "request", "type": type_, "body": body}
+
+
+def test_blocking_client_roundtrip(srv: ServerThread) -> None:
+    with Client(srv.path, timeout=5) as client:
+        assert client.hello("test") == PROTOCOL_VERSION
+        reply = client.request("ListServices")
+        assert reply.type == "ServiceList" and reply.kind == "response"
+        assert [s["name"] for s in reply.body["services"]] == ["a", "b"]
+        assert client.request("StartService", {"name": "x"}).body == {"message": "started x"}
+    conn = srv.handler.seen[-1][1]
+    assert conn.client_name == "test" and conn.client_version == PROTOCOL_VERSION
+
+
+def test_hello_with_unknown_version(srv: ServerThread) -> None:
+    with Client(srv.path, timeout=5) as client:
+        with pytest.raises(RemoteError) as info:
+            client.request("Hello", {"version": 99, "client": "future"})
+        assert info.value.code == "unsupported-version"
+        assert "99" in info.value.message
+        assert client.request("ListServices").type == "ServiceList"  # still open
+
+
+BAD_STREAMS = {
+    "bad-magic": b"XX\x05\x00\x00\x00hello",
+    "garbage": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "oversize-length": b"DM" + struct.pack("<I", 65537),
+    "huge-length": b"DM\xff\xff\xff\xff",
+    "non-map-payload": b"DM" + struct.pack("<I", 4) + msgpack.packb([1, 2, 3]),
+    "undecodable": b"DM\x01\x00\x00\x00\xc1",
+    "no-envelope": encode_frame({"hello": "world"}),
+    "truncated-then-eof": b"DM" + struct.pack("<I", 100) + b"0123456789",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_STREAMS))
+def test_bad_stream_closes_only_that_connection(srv: ServerThread, name: str) -> None:
+    with Client(srv.path, timeout=5) as bystander:
+        assert bystander.request("ListServices").type == "ServiceList"
+        bad = Raw(srv.path)
+        bad.sock.sendall(BAD_STREAMS[name])
+        if name == "truncated-then-eof":
+            bad.sock.shutdown(socket.SHUT_WR)
+        assert bad.wait_closed() == 0
+        bad.close()
+        # The other client, and new ones, are unaffected.
+        assert bystander.request("ListServices").type == "ServiceList"
+    with Client(srv.path, timeout=5) as fresh:
+        assert fresh.request("ListServices").type == "ServiceList"
+    assert any("protocol error" in line for line in srv.logs), srv.logs
+
+
+def test_bad_request_keeps_connection_open(srv: ServerThread) -> None:
+    raw = Raw(srv.path)
+    raw.send_payload(req(1, "StartService", {}))
+    reply = raw.recv()
+    assert (reply.type, reply.re, reply.body["code"]) == ("Error", 1, "bad-request")
+    assert "missing required field 'name'" in reply.body["message"]
+    raw.send_payload(req(2, "Frobnicate", {}))
+    reply = raw.recv()
+    assert (
+        reply.body["code"] == "bad-request"
+        and "unknown request type 'Frobnicate'" in reply.body["message"]
+    )
+    raw.send_payload(req(3, "GetServiceByPid", {"pid": "12"}))
+    assert "'pid' must be int" in raw.recv().body["message"]
+    raw.send_payload(req(4, "ListServices", {}))
+    reply = raw.recv()
+    assert (reply.type, reply.re) == ("ServiceList", 4)
+    raw.close()
+
+
+def test_slow_request_does_not_block_others_on_same_connection(srv: ServerThread) -> None:
+    raw = Raw(srv.path)
+    raw.send_payload(req(1, "StartService", {"name": "slow"}))
+    raw.send_payload(req(2, "ListServices", {}))
+    raw.send_payload(req(3, "StartService", {"name": "fast"}))
+    first, second = raw.recv(), raw.recv()
+    assert {first.re, second.re} == {2, 3}
+    srv.handler.gate.set()
+    last = raw.recv()
+    assert (last.re, last.body["message"]) == (1, "started slow")
+    raw.close()
+
+
+def test_inflight_limit_pauses_reading_without_losing_requests(tmp_path) -> None:
+    st = ServerThread(str(tmp_path / "c.sock"), max_inflight=2).start()
+    try:
+        raw = Raw(st.path)
+        for i in range(1, 8):
+            raw.send_payload(req(i, "StartService", {"name": "slow"}))
+        time.sleep(0.2)
+        assert len([t for t, _ in st.handler.seen if t == "StartService"]) <= 2
+        st.handler.gate.set()
+        assert sorted(raw.recv().re for _ in range(7)) == list(range(1, 8))
+        raw.close()
+    finally:
+        st.stop()
+
+
+def test_half_close_still_gets_answers(srv: ServerThread) -> None:
+    raw = Raw(srv.path)
+    raw.send_payload(req(1, "StartService", {"name": "slow"}))
+    raw.sock.shutdown(socket.SHUT_WR)
+    time.sleep(0.05)
+    srv.handler.gate.set()
+    assert raw.recv().re == 1
+    assert raw.wait_closed() == 0
+    raw.close()
+
+
+def test_peer_credentials(srv: ServerThread) -> None:
+    with Client(srv.path, timeout=5) as client:
+        service = client.request("ServiceStatus", {"name": "a"}).body["service"]
+    assert service["peer"] == [os.getpid(), os.getuid(), os.getgid()]
+
+
+def test_handler_exception_becomes_internal_error(srv: ServerThread) -> None:
+    with Client(srv.path, timeout=5) as client:
+        with pytest.raises(RemoteError) as info:
+            client.request("GetServiceByPid", {"pid": 1})
+        assert info.value.code == "internal" and "handler bug" in info.value.message
+        with pytest.raises(RemoteError) as info:
+            client.request("TreeStatus")
+        assert info.value.code == "internal" and "exceeds" in info.value.message
+        assert client.request("ListServices").type == "ServiceList"
+    assert any("RuntimeError: handler bug" in line for line in srv.logs)
+
+
+def test_send_from_another_thread(srv: ServerThread) -> None:
+    with Client(srv.path, timeout=5) as client:
+        assert client.request("StopService", {"name": "a"}).body["message"] == "from thread"
+
+
+def test_subscriber_that_never_reads_is_disconnected(srv: ServerThread) -> None:
+    stuck = Raw(srv.path)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.send_payload(req(1, "Subscribe", {}))
+    assert stuck.recv().type == "Ack"
+    with Client(srv.path, timeout=5) as other:
+        started = time.monotonic()
+        assert other.request("Reload").type == "ReloadResult"
+        assert other.request("ListServices").type == "ServiceList"
+        assert time.monotonic() - started < 2
+    assert any("not reading" in line for line in srv.logs), srv.logs
+    received = stuck.wait_closed()
+    assert received < 60 * len(BIG)  # cut off well before the flood ended
+    stuck.close()
+    deadline = time.monotonic() + 2
+    while srv.call(lambda: len(srv.server.connections)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.call(lambda: len(srv.server.connections)) == 0
+
+
+def test_client_events_and_queueing(srv: ServerThread) -> None:
+    with Client(srv.path, timeout=5) as watcher, Client(srv.path, timeout=5) as actor:
+        watcher.request("Subscribe")
+        # An event broadcast while the watcher waits for its own response is
+        # queued, not mistaken for the response.
+        assert watcher.request("RestartService", {"name": "mine"}).type == "Ack"
+        actor.request("RestartService", {"name": "theirs"})
+        events = watcher.events(timeout=5)
+        names = [next(events).body["name"], next(events).body["name"]]
+        assert names == ["mine", "theirs"]
+    # Non-subscribers got nothing.
+
+
+def test_events_end_when_server_closes(tmp_path) -> None:
+    st = ServerThread(str(tmp_path / "c.sock")).start()
+    client = Client(st.path, timeout=5)
+    client.request("Subscribe")
+    st.stop()
+    assert list(client.events(timeout=5)) == []
+    with pytest.raises(ProtocolError):
+        client.request("ListServices")
+
+
+def test_connect_errors(tmp_path, monkeypatch) -> None:
+    missing = str(tmp_path / "nope.sock")
+    with pytest.raises(ConnectError) as info:
+        Client(missing)
+    assert isinstance(info.value, OSError)
+    assert info.value.errno == errno.ENOENT
+    assert missing in str(info.value) and "No such file or directory" in str(info.value)
+    # A socket file nobody listens on (a dead server's leftover).
+    dead = str(tmp_path / "dead.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(dead)
+    s.close()
+    with pytest.raises(ConnectError, match="Connection refused") as info:
+        Client(dead)
+    assert info.value.errno == errno.ECONNREFUSED
+
+    monkeypatch.setenv("DYNAMOD_SOCKET", missing)
+    assert default_socket_path() == missing
+    monkeypatch.delenv("DYNAMOD_SOCKET")
+    assert default_socket_path() == "/run/dynamod/control.sock"
+
+
+def test_sockets_are_close_on_exec(srv: ServerThread) -> None:
+    with Client(srv.path, timeout=5) as client:
+        client.request("ListServices")
+        conn = srv.handler.seen[-1][1]
+        accepted = conn._transport.get_extra_info("socket").fileno()  # type: ignore[union-attr]
+        listening = srv.server.sockets[0].fileno()
+        inodes = set()
+        for fd in (listening, accepted):
+            assert not os.get_inheritable(fd)
+            assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+            inodes.add(os.readlink(f"/proc/self/fd/{fd}"))
+        # A child started the way a careless spawner would (close_fds=False)
+        # still sees none of them.
+        child = (
+            "import os\n"
+            "for fd in os.listdir('/proc/self/fd'):\n"
+            "    try: print(os.readlink('/proc/self/fd/' + fd))\n"
+            "    except OSError: pass\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", child],
+            close_fds=False,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert not any(inode in out for inode in inodes), (inodes, out)
+
+
+def test_socket_file_lifecycle(tmp_path) -> None:
+    path = str(tmp_path / "sub" / "ctl.sock")
+
+    async def handler(conn: Connection, msg: Message) -> Message | None:
+        return response(msg, "Ack")
+
+    async def main() -> None:
+        # A stale socket from a dead server is replaced.
+        os.makedirs(os.path.dirname(path))
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(path)
+        stale.close()
+        server = ControlServer(path, handler, mode=0o600, log=lambda m: None)
+        await server.start()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        # A live server is never clobbered.
+        second = ControlServer(path, handler, log=lambda m: None)
+        with pytest.raises(OSError) as info:
+            await second.start()
+        assert info.value.errno == errno.EADDRINUSE
+        client = await AsyncClient.connect(path, timeout=5)
+        assert (await client.request("Reload")).type == "Ack"
+        await server.close()
+        assert not os.path.exists(path)
+        await client.close()
+        # Something that is not a socket is left alone.
+        with open(path, "w") as f:
+            f.write("precious")
+        with pytest.raises(FileExistsError):
+            await ControlServer(path, handler).start()
+        with open(path) as f:
+            assert f.read() == "precious"
+
+    asyncio.run(main())
+
+
+def test_default_mode_is_world_accessible(srv: ServerThread) -> None:
+    assert stat.S_IMODE(os.stat(srv.path).st_mode) == 0o666
+
+
+def test_async_client(srv: ServerThread) -> None:
+    async def main() -> None:
+        async with await AsyncClient.connect(srv.path, timeout=5) as client:
+            assert await client.hello("mimic") == PROTOCOL_VERSION
+            slow = asyncio.create_task(client.request("StartService", {"name": "slow"}))
+            await asyncio.sleep(0.05)
+            listing = await client.request("ListServices")
+            assert listing.type == "ServiceList" and not slow.done()
+            srv.handler.gate.set()
+            assert (await slow).body["message"] == "started slow"
+            with pytest.raises(RemoteError) as info:
+                await client.request("GetServiceByPid", {"pid": 3})
+            assert info.value.code == "internal"
+            await client.request("Subscribe")
+            await client.request("RestartService", {"name": "svc"})
+            events = client.events()
+            ev = await asyncio.wait_for(events.__anext__(), 5)
+            assert (ev.type, ev.body["name"]) == ("ServiceStateChanged", "svc")
+            results = await asyncio.gather(
+                *(client.request("ServiceStatus", {"name": str(i)}) for i in range(20))
+            )
+            assert [r.body["service"]["name"] for r in results] == [str(i) for i in range(20)]
+        assert client.closed
+
+        with pytest.raises(ConnectError, match="No such file"):
+            await AsyncClient.connect(srv.path + ".missing")
+
+    asyncio.run(main())
+
+
+def test_async_client_sees_server_going_away(tmp_path) -> None:
+    st = ServerThread(str(tmp_path / "c.sock")).start()
+
+    async def main() -> None:
+        client = await AsyncClient.connect(st.path, timeout=5)
+        await client.request("Subscribe")
+        pending = asyncio.create_task(client.request("StartService", {"name": "slow"}))
+        await asyncio.sleep(0.05)
+        await asyncio.get_running_loop().run_in_executor(None, st.stop, False)
+        with pytest.raises(ProtocolError):
+            await pending
+        assert [e async for e in client.events()] == []
+        with pytest.raises(ProtocolError):
+            await client.request("ListServices")
+        await client.close()
+
+    asyncio.run(main())
+
+
+def test_blocking_client_imports_stay_lean() -> None:
+    # dynamodctl start-up: the IPC modules themselves must not pull in asyncio,
+    # pluggy, typing or importlib.metadata (whatever the dynamod package does).
+    code = (
+        "import sys, dynamod\n"
+        "before = set(sys.modules)\n"
+        "import dynamod.ipc.client\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    added = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "dynamod.ipc.client" in added
+    for heavy in ("asyncio", "pluggy", "typing", "importlib.metadata"):
+        assert heavy not in added
+    framing_only = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, dynamod.ipc.framing; print('dynamod.ipc.schema' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert framing_only.strip() == "False"
