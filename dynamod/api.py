@@ -68,6 +68,18 @@ class ServiceContext(Protocol):
         """Declare a running service failed (a missed watchdog, for example);
         the host stops it and applies its restart policy."""
 
+    def owns_pid(self, pid: int) -> bool:
+        """Whether ``pid`` is a process of this service: its main or control
+        process, or (with an isolation plugin) any process in its cgroup."""
+
+    def extend_timeout(self, seconds: float) -> None:
+        """Push the current start or stop deadline to at least ``seconds``
+        from now (sd_notify's EXTEND_TIMEOUT_USEC)."""
+
+    def set_substate(self, text: str) -> None:
+        """A word shown next to the state (``reloading``, ``stopping``);
+        empty to clear."""
+
 
 class Detector(Protocol):
     """One readiness wait for one start of a service. Created fresh for every

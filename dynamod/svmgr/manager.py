@@ -336,6 +336,7 @@ class Manager:
         s.stop_sent = False
         s._main_pid = None
         s.status_text = ""
+        s.substate = ""
         s.resume = False
         detector = None
         try:
@@ -370,6 +371,7 @@ class Manager:
             return
         if s.cfg.type in ("oneshot", "forking"):
             timeout = s.cfg.readiness.timeout
+            s.deadline = self.loop.time() + timeout
             s.timers.append(
                 self.loop.call_later(
                     timeout,
@@ -395,13 +397,23 @@ class Manager:
 
     async def _readiness(self, s: Service, gen: int, detector: Any) -> None:
         timeout = s.cfg.readiness.timeout
+        s.deadline = self.loop.time() + timeout
         reason: str | None = None
+        waiting = self.loop.create_task(detector.wait())
         try:
-            await asyncio.wait_for(detector.wait(), timeout)
+            # The deadline may move (extend_timeout), so wait in slices.
+            while not waiting.done():
+                remaining = s.deadline - self.loop.time()
+                if remaining <= 0:
+                    waiting.cancel()
+                    reason = f"readiness timeout after {format_duration(timeout)}"
+                    break
+                await asyncio.wait({waiting}, timeout=remaining)
+            if reason is None:
+                waiting.result()
         except asyncio.CancelledError:
+            waiting.cancel()
             raise
-        except TimeoutError:
-            reason = f"readiness timeout after {format_duration(timeout)}"
         except ReadinessFailed as exc:
             reason = str(exc) or "readiness check failed"
         except Exception as exc:
@@ -413,6 +425,23 @@ class Manager:
             self._became_ready(s)
         else:
             self._kill_for_failure(s, reason)
+
+    def extend_timeout(self, s: Service, seconds: float) -> None:
+        """EXTEND_TIMEOUT_USEC: readiness waits re-read ``s.deadline``; stop
+        and start timers are re-armed to the new deadline."""
+        new = self.loop.time() + seconds
+        if new <= s.deadline:
+            return
+        s.deadline = new
+        if s.state == st.WAITING_READY and s.ready_task is not None:
+            return
+        if s.state in (st.STARTING, st.STOPPING) and s.timers:
+            gen = s.generation
+            s.cancel_timers()
+            if s.state == st.STARTING:
+                s.timers.append(self.loop.call_at(new, self._start_timeout, s, gen, "start timeout (extended)"))
+            elif s.stop_sent:
+                s.timers.append(self.loop.call_at(new, self._stop_timeout, s, gen))
 
     def _became_ready(self, s: Service) -> None:
         if s.cfg.type == "forking" and s._main_pid is None:
@@ -695,7 +724,8 @@ class Manager:
         if s.generation != gen or s.state != st.STOPPING or s.pid is None:
             return
         self._kill(s, s.cfg.shutdown.stop_signal)
-        s.timers.append(self.loop.call_later(s.cfg.shutdown.stop_timeout, self._stop_timeout, s, gen))
+        s.deadline = self.loop.time() + s.cfg.shutdown.stop_timeout
+        s.timers.append(self.loop.call_at(s.deadline, self._stop_timeout, s, gen))
 
     def _stop_timeout(self, s: Service, gen: int) -> None:
         if s.generation != gen or s.state != st.STOPPING or s.pid is None:

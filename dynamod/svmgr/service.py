@@ -77,6 +77,8 @@ class Service:
         self.timers: list[asyncio.TimerHandle] = []
         self.generation = 0
         self.status_text = ""
+        self.substate = ""
+        self.deadline = 0.0  # loop time the current start/stop must finish by
         self.log_buffer = LogBuffer()
         self.readers: list[PipeReader] = []
         self.waiters: list[tuple[asyncio.Future[Any], Waiter]] = []
@@ -119,6 +121,15 @@ class Service:
     def fail(self, reason: str) -> None:
         self.manager.fail_service(self, reason)
 
+    def owns_pid(self, pid: int) -> bool:
+        return pid in self.pids or self.manager.service_by_pid(pid) == self.name
+
+    def extend_timeout(self, seconds: float) -> None:
+        self.manager.extend_timeout(self, seconds)
+
+    def set_substate(self, text: str) -> None:
+        self.substate = text
+
     # -- helpers -------------------------------------------------------------
     def cancel_timers(self) -> None:
         for t in self.timers:
@@ -142,6 +153,7 @@ class Service:
             "reason": self.reason,
             "exit": self.exit,
             "status_text": self.status_text,
+            "substate": self.substate,
             "readiness": self.cfg.readiness.type,
             "requires": list(d.requires),
             "wants": list(d.wants),
