@@ -6,7 +6,7 @@ import it cheaply.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -79,6 +79,16 @@ class ServiceContext(Protocol):
     def set_substate(self, text: str) -> None:
         """A word shown next to the state (``reloading``, ``stopping``);
         empty to clear."""
+
+    async def run_helper(self, argv: Sequence[str], timeout: float) -> int | None:
+        """Run ``argv`` once the way the service runs (its user, environment
+        plus ``MAINPID``, working directory), its output going to the
+        service's log. Return its exit code (``-N`` when killed by signal N),
+        or None when it ran longer than ``timeout`` seconds and was killed.
+        Cancelling the call kills it too. Raises an exception whose message
+        is the reason when it cannot be started. Use this rather than
+        ``asyncio.create_subprocess_exec``: the manager reaps every child
+        itself, so asyncio would never see the exit."""
 
 
 class Detector(Protocol):

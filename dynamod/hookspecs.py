@@ -232,8 +232,11 @@ def dynamodctl_register_commands(app: Any) -> None:
     """Add subcommands to ``dynamodctl``.
 
     ``app`` is the root ``typer.Typer``; add commands with ``@app.command()``
-    or groups with ``app.add_typer(sub, name="vm")``. Keep imports inside the
-    command functions: every ``dynamodctl`` invocation loads this hook.
-    Register this hook under the ``dynamodctl`` entry-point group, not
-    ``dynamod``.
+    or groups with ``app.add_typer(sub, name="vm")``. dynamodctl loads CLI
+    plugins only for commands that are not built in (and for ``--help`` and
+    ``plugins``), so the hot paths (``status``, ``list``) never pay for them;
+    still, keep heavy imports inside the command functions. Register this
+    hook under the ``dynamodctl`` entry-point group, not ``dynamod``. A plugin
+    whose commands clash with existing names is refused whole and shown by
+    ``dynamodctl plugins``.
     """

@@ -21,6 +21,7 @@ Plugin authors use it the same way (``from dynamod.testing import ...``)::
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,73 @@ class ConfigTree:
     def remove(self, name: str) -> None:
         (self.root / "services" / f"{name}.toml").unlink()
 
+    def remove_supervisor(self, name: str) -> None:
+        (self.root / "supervisors" / f"{name}.toml").unlink()
+
+
+def stamp(path: str | os.PathLike[str], label: str) -> str:
+    """A shell command appending ``LABEL <wall-clock ns>`` to ``path``: let
+    test services record what happened to them and when (appends of one
+    short line are atomic, so many services may share one file)."""
+    return f"echo \"{label} $(date +%s%N)\" >> '{path}'"
+
+
+def read_stamps(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
+    """The ``(label, ns)`` pairs written by :func:`stamp`, in file order."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    out: list[tuple[str, int]] = []
+    for line in text.splitlines():
+        label, _, ns = line.rpartition(" ")
+        if label and ns.isdigit():
+            out.append((label, int(ns)))
+    return out
+
+
+def wait_stamps(
+    path: str | os.PathLike[str], labels: Iterable[str], timeout: float = 15.0
+) -> list[tuple[str, int]]:
+    """Wait until each of ``labels`` has been stamped into ``path``; return
+    all stamps. Typical use: a service stamps ``NAME up`` after installing
+    its signal traps, and the test waits for that before signalling it (a
+    service is *running* as soon as it is spawned, before its shell has run
+    a single line)."""
+    wanted = set(labels)
+    deadline = time.monotonic() + timeout
+    while True:
+        stamps = read_stamps(path)
+        missing = wanted - {label for label, _ in stamps}
+        if not missing:
+            return stamps
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no stamp {sorted(missing)} in {path} after {timeout}s")
+        time.sleep(0.02)
+
+
+def first_stamp(stamps: Iterable[tuple[str, int]], label: str) -> int:
+    """The time of the first stamp called ``label`` (KeyError if none)."""
+    for lab, ns in stamps:
+        if lab == label:
+            return ns
+    raise KeyError(label)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+_TRANSITION = re.compile(r"dynamod-svmgr: (?P<name>\S+): (?P<old>[a-z-]+) -> (?P<new>[a-z-]+)(?: \((?P<reason>.*)\))?$")
+
 
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
@@ -95,6 +163,7 @@ class Svmgr:
         env: Mapping[str, str] | None = None,
         args: Iterable[str] = (),
         start: bool = True,
+        python: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config_dir = Path(config_dir)
         self.runtime_dir = Path(runtime_dir)
@@ -103,6 +172,9 @@ class Svmgr:
         self.log_path = self.runtime_dir / "svmgr.log"
         self.env = dict(os.environ if env is None else env)
         self.args = list(args)
+        # Another environment's interpreter runs the manager with the plugins
+        # installed there (testing an installed distribution in a fresh venv).
+        self.python = str(python) if python is not None else sys.executable
         self.proc: subprocess.Popen[bytes] | None = None
         if start:
             self.start()
@@ -111,7 +183,7 @@ class Svmgr:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept for the process lifetime
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "dynamod.svmgr.main",
                 "--config-dir",
@@ -148,6 +220,37 @@ class Svmgr:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def transitions(self, name: str | None = None) -> list[tuple[str, str, str, str]]:
+        """Every state transition the manager logged so far, in order, as
+        ``(name, old, new, reason)``; only those of ``name`` if given."""
+        out = []
+        for line in self.log().splitlines():
+            m = _TRANSITION.search(line)
+            if m and (name is None or m["name"] == name):
+                out.append((m["name"], m["old"], m["new"], m["reason"] or ""))
+        return out
+
+    def logs(self, name: str) -> list[str]:
+        """The lines ``GetLogs`` returns for a service (text only)."""
+        return [text for _ts, text in self.request("GetLogs", {"name": name})["lines"]]
+
+    def wait_logs(self, name: str, needle: str, timeout: float = 15.0) -> list[str]:
+        """Wait until a line of the service's captured output contains
+        ``needle``; return all its lines."""
+        return self.wait_for(
+            lambda: (lines := self.logs(name)) and any(needle in x for x in lines) and lines,
+            timeout,
+            f"{needle!r} in the output of {name}",
+        )
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        """Wait for the manager to exit on its own; return its exit code."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"dynamod-svmgr did not exit\n{self.log()}") from None
 
     def client(self, timeout: float | None = 60.0) -> Client:
         return Client(self.socket, timeout=timeout)
@@ -221,3 +324,99 @@ class Svmgr:
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class InitContainer:
+    """``dynamod-init --container`` as PID 1 of a new PID + mount namespace
+    (``unshare``; needs root), with its own /run. Its output (init's and
+    svmgr's logs) goes to ``log_path``; :meth:`run` executes a command inside
+    the namespaces with ``nsenter``."""
+
+    def __init__(
+        self,
+        config_dir: str | os.PathLike[str],
+        work: str | os.PathLike[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        args: Iterable[str] = (),
+    ) -> None:
+        self.work = Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.work / "init.log"
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        script = (
+            "mount -t tmpfs tmpfs /run && "
+            f"exec {sys.executable} -m dynamod.init.main --container "
+            f"--config-dir {config_dir} --runtime-dir /run/dynamod {' '.join(args)}"
+        )
+        log = open(self.log_path, "wb")  # noqa: SIM115 - kept for the process lifetime
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
+             "/bin/sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=full_env,
+        )
+        log.close()
+        self.pid = self._find_init()
+
+    def _find_init(self, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            except OSError:
+                children = []
+            if children:
+                return int(children[0])
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise RuntimeError(f"init did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def run(self, *argv: str, timeout: float = 30.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the container (mount + PID namespace)."""
+        return subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-p", *argv],
+            capture_output=True, text=True, timeout=timeout, check=check,
+        )
+
+    def request(self, type: str, body: dict[str, Any] | None = None) -> Any:
+        """A control request to the svmgr inside, through /proc/PID/root."""
+        with Client(f"/proc/{self.pid}/root/run/dynamod/control.sock", timeout=60) as c:
+            return c.request(type, body or {}).body
+
+    def wait_log(self, text: str, timeout: float = 20.0, count: int = 1) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if log.count(text) >= count:
+                return log
+            time.sleep(0.05)
+        raise TimeoutError(f"{text!r} (x{count}) not in the log:\n{self.log()}")
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        return self.proc.wait(timeout)
+
+    def __enter__(self) -> InitContainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            # Killing the namespace's PID 1 kills everything inside it.
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

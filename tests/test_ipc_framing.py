@@ -172,3 +172,23 @@ def test_worked_example_in_docs_is_exact() -> None:
     doc = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
     assert "\n".join(lines) in doc
     assert f"{len(frame)}-byte frame" in doc
+
+
+def test_resync_decoder_skips_garbage_and_bad_frames() -> None:
+    """PID 1's link decoder survives garbage, oversize headers and bad
+    payloads, recording each problem and keeping the good frames."""
+    from dynamod.ipc.framing import HEADER, MAGIC
+
+    good1 = encode_frame({"type": "Heartbeat", "n": 1})
+    good2 = encode_frame({"type": "Heartbeat", "n": 2})
+    good3 = encode_frame({"type": "Heartbeat", "n": 3})
+    bad_payload = HEADER.pack(MAGIC, 3) + b"\xc1\xc1\xc1"  # 0xc1 is never valid msgpack
+    oversize = HEADER.pack(MAGIC, 10_000_000)
+    stream = b"garbage!" + good1 + oversize + b"xx" + good2 + bad_payload + good3
+    dec = FrameDecoder(resync=True)
+    got = []
+    for i in range(0, len(stream), 5):  # arbitrary chunking
+        got += dec.feed(stream[i : i + 5])
+    assert [p["n"] for p in got] == [1, 2, 3]
+    assert len(dec.errors) >= 3
+    assert dec.buffered == 0

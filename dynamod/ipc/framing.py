@@ -70,14 +70,19 @@ class FrameDecoder:
 
     Feed it whatever ``recv`` returned; it returns the payloads completed by
     that chunk. After a FrameError the stream is out of sync for good, so every
-    later ``feed`` raises again.
+    later ``feed`` raises again, unless the decoder was made with
+    ``resync=True``: then a bad frame is skipped (up to the next ``DM``),
+    the error is appended to ``errors``, and decoding goes on. PID 1 uses that
+    on its socketpair with svmgr, which it cannot simply close.
     """
 
-    __slots__ = ("_buf", "_error")
+    __slots__ = ("_buf", "_error", "errors", "resync")
 
-    def __init__(self) -> None:
+    def __init__(self, resync: bool = False) -> None:
         self._buf = bytearray()
         self._error: FrameError | None = None
+        self.resync = resync
+        self.errors: list[FrameError] = []
 
     @property
     def buffered(self) -> int:
@@ -93,29 +98,56 @@ class FrameDecoder:
         buf += data
         out: list[dict] = []
         pos = 0
-        try:
-            while True:
-                avail = len(buf) - pos
-                if avail < HEADER_SIZE:
-                    # Check the magic we already have, so garbage (an HTTP
-                    # request, a stray text line) fails at once instead of
-                    # waiting for more bytes that may never come.
-                    if avail and not MAGIC.startswith(bytes(buf[pos : pos + min(avail, 2)])):
-                        raise FrameError(f"bad magic {bytes(buf[pos : pos + 2])!r}")
+        while True:
+            try:
+                pos, done = self._next(buf, pos, out)
+            except FrameError as exc:
+                if not self.resync:
+                    self._error = exc
+                    buf.clear()
+                    raise
+                self.errors.append(exc)
+                skip_to = getattr(exc, "skip_to", None)
+                if skip_to is not None:
+                    pos = skip_to
+                    continue
+                nxt = buf.find(MAGIC, pos + 1)
+                if nxt < 0:
+                    # Keep a trailing "D": it may start the next magic.
+                    pos = len(buf) - 1 if buf.endswith(MAGIC[:1]) else len(buf)
                     break
-                magic, length = HEADER.unpack_from(buf, pos)
-                if magic != MAGIC:
-                    raise FrameError(f"bad magic {magic!r}")
-                if length > MAX_PAYLOAD:
-                    raise FrameError(f"frame length {length} exceeds the maximum of {MAX_PAYLOAD}")
-                end = pos + HEADER_SIZE + length
-                if len(buf) < end:
-                    break
-                out.append(decode_payload(bytes(buf[pos + HEADER_SIZE : end])))
-                pos = end
-        except FrameError as exc:
-            self._error = exc
-            buf.clear()
-            raise
+                pos = nxt
+                continue
+            if done:
+                break
         del buf[:pos]
         return out
+
+    @staticmethod
+    def _next(buf: bytearray, pos: int, out: list[dict]) -> tuple[int, bool]:
+        """Decode one frame at ``pos``; return the new position and whether
+        more bytes are needed."""
+        avail = len(buf) - pos
+        if avail < HEADER_SIZE:
+            # Check the magic we already have, so garbage (an HTTP request, a
+            # stray text line) fails at once instead of waiting for more bytes
+            # that may never come.
+            if avail and not MAGIC.startswith(bytes(buf[pos : pos + min(avail, 2)])):
+                raise FrameError(f"bad magic {bytes(buf[pos : pos + 2])!r}")
+            return pos, True
+        magic, length = HEADER.unpack_from(buf, pos)
+        if magic != MAGIC:
+            raise FrameError(f"bad magic {magic!r}")
+        if length > MAX_PAYLOAD:
+            raise FrameError(f"frame length {length} exceeds the maximum of {MAX_PAYLOAD}")
+        end = pos + HEADER_SIZE + length
+        if len(buf) < end:
+            return pos, True
+        try:
+            out.append(decode_payload(bytes(buf[pos + HEADER_SIZE : end])))
+        except FrameError as exc:
+            # Well framed but a bad payload: a resyncing reader skips the
+            # frame whole instead of hunting for magic inside it.
+            exc.skip_to = end  # type: ignore[attr-defined]
+            raise
+        return end, False

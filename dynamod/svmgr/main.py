@@ -57,6 +57,7 @@ class Daemon:
         self.plugins: PluginHost | None = None
         self.ext: Extensions | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.link: Any = None
 
     def load(self) -> SystemConfig:
         return check_or_raise(load_config(self.config_dir, self.ext))
@@ -84,23 +85,37 @@ class Daemon:
         manager.reaper.install(loop)
         self.manager = manager
 
-        def root_failed(reason: str) -> None:
-            log(f"ROOT SUPERVISOR FAILED: {reason}")
-            log("system action: stopping everything and exiting (unprivileged mode)")
-            self.exit_code = EXIT_ROOT_FAILED
-            self.tasks.add(loop.create_task(self.shutdown("exit")))
-
-        manager.on_root_failure = root_failed
-        control = Control(manager, self.load, self.shutdown)
-        server = ControlServer(os.path.join(self.runtime_dir, "control.sock"), control.handle, log=log)
-        await server.start()
         def spawn_task(coro: Any) -> None:
             task = loop.create_task(coro)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-        loop.add_signal_handler(signal.SIGTERM, lambda: spawn_task(self.shutdown("poweroff")))
-        loop.add_signal_handler(signal.SIGINT, lambda: spawn_task(self.shutdown("poweroff")))
+        from dynamod.svmgr.initlink import InitLink
+
+        self.link = InitLink.from_environment(
+            on_shutdown=lambda kind: spawn_task(self.shutdown(kind)),
+            on_orphans=manager.orphans_exited,
+            log=log,
+        )
+        if self.link is not None:
+            self.link.start(loop)
+
+        def root_failed(reason: str) -> None:
+            log(f"ROOT SUPERVISOR FAILED: {reason}")
+            if self.link is not None:
+                log("system action: emergency (asking dynamod-init for the emergency shell)")
+                self.link.send("Emergency", {"reason": f"root supervisor failed: {reason}"})
+                return
+            log("system action: stopping everything and exiting (unprivileged mode)")
+            self.exit_code = EXIT_ROOT_FAILED
+            spawn_task(self.shutdown("exit"))
+
+        manager.on_root_failure = root_failed
+        control = Control(manager, self.load, self.shutdown)
+        server = ControlServer(os.path.join(self.runtime_dir, "control.sock"), control.handle, log=log)
+        await server.start()
+        loop.add_signal_handler(signal.SIGTERM, lambda: spawn_task(self.shutdown("exit")))
+        loop.add_signal_handler(signal.SIGINT, lambda: spawn_task(self.shutdown("exit")))
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn_task(self.reload()))
         log(f"started: {len(manager.services)} services, control socket {server.path}")
         manager.start_all()
@@ -124,6 +139,8 @@ class Daemon:
         started = time.monotonic()
         await self.manager.shutdown()
         log(f"all services stopped in {time.monotonic() - started:.2f}s")
+        if self.link is not None and kind in ("poweroff", "reboot", "halt"):
+            self.link.send("RequestShutdown", {"kind": kind})
         assert self.done is not None
         self.done.set()
 

@@ -19,7 +19,33 @@ Vocabulary:
   every walk below uses an explicit stack or queue.
 * *stop order*: a stopping service waits (``stop_wait``) until every
   dependent that is also stopping is down, so stops run in reverse
-  dependency order and in parallel where the graph allows.
+  dependency order and in parallel where the graph allows. A stop runs
+  ``stop-exec`` (a control process whose output goes to the service's log;
+  if it fails the stop signal follows at once, and it is killed itself after
+  ``stop-timeout``) or sends ``stop-signal``; ``stop-timeout`` after the
+  signal comes SIGKILL. StopService and shutdown share this path.
+* *resume*: a service stopped because a ``requires`` dependency went down
+  (or asked to start while it was stopping) starts again once it is down,
+  if it is still desired; dependents waiting for it keep waiting.
+* *restart jobs*: a failure that the policy restarts makes a
+  :class:`RestartJob` of the failed service and its supervisor's strategy
+  group (the group in dependency order); the others are stopped, and once
+  all are down the job waits ``delay`` (a timer: the loop never blocks) and
+  starts the desired ones in one frontier start. A member leaves its job
+  when it fails for good, is stopped explicitly or released, is started
+  explicitly (no need to wait out the delay), or joins another job; the job
+  goes on without it. Intensity exceeded: the supervisor's subtree is
+  stopped and its parent applies its own strategy to it (a job over the
+  parent's group), or the parent fails in turn; the root's failure calls
+  ``on_root_failure``.
+* *failure vs. ready*: a spawn failure, a start or readiness timeout and any
+  exit before the service was ready (even with status 0) are failures; a
+  forking service's pid file must name a live process (or one we reaped).
+* *reload*: changed services that are up are stopped with their old
+  configuration and are *frozen* meanwhile (nothing starts them with it);
+  then configurations are swapped, the graph rebuilt, changed and added
+  services that are desired are started and what nothing needs any more is
+  released.
 """
 
 from __future__ import annotations
@@ -88,6 +114,9 @@ class Manager:
         self.root_failed: str | None = None
         self.on_root_failure: Callable[[str], None] | None = None
         self.reload_lock = asyncio.Lock()
+        # Changed services a reload is stopping: started again only with
+        # their new configuration (see reload()).
+        self.frozen: set[str] = set()
         self._apply_supervisors(config.supervisors)
         for cfg in config.services.values():
             self.services[cfg.name] = Service(self, cfg)
@@ -202,7 +231,7 @@ class Manager:
                 s.restart_job = None
                 if s.state == st.RESTARTING:
                     s.cancel_timers()
-                    self._set_state(s, st.STOPPED, s.reason)
+                    self._settle_stopped(s)
         self.closure = set()
         await self._stop_and_wait(list(self.services.values()))
 
@@ -234,14 +263,16 @@ class Manager:
                 continue
             seen.add(n)
             s = self.services[n]
+            if n in self.frozen:
+                continue
+            if s.held and n not in roots:
+                continue
             if s.state == st.STOPPING:
                 s.resume = True
                 continue
             if s.state in st.UP or s.state in (st.PENDING, st.STARTING, st.WAITING_READY):
                 continue
             if s.state == st.RESTARTING and s.restart_job is not None:
-                continue
-            if s.held and n not in roots:
                 continue
             if s.state == st.FAILED and not retry_failed:
                 continue
@@ -279,9 +310,9 @@ class Manager:
                 if ds.state == st.BLOCKED:
                     return waiting, f"requires {d}, which is blocked"
                 waiting.add(d)
-            elif ds.state in st.COMING_UP or (
-                ds.state in (st.STOPPED, st.STOPPING) and d in self.closure and not ds.held
-            ):
+            elif ds.state in st.COMING_UP or self._coming_back(ds):
+                # Ordering only: wait for it if it is starting anyway; one
+                # that stays down is no reason to wait.
                 waiting.add(d)
         return waiting, None
 
@@ -300,6 +331,12 @@ class Manager:
                     stack.append((es, f"requires {svc.name}, which is blocked"))
             self._release_ordering_waiters(svc)
 
+    def _settle_stopped(self, s: Service) -> None:
+        """A service without a process (restarting) will not come back:
+        it is stopped, and whoever waited for it goes on or is blocked."""
+        self._set_state(s, st.STOPPED, s.reason)
+        self._release_ordering_waiters(s)
+
     def _release_ordering_waiters(self, d: Service) -> None:
         """``d`` settled without coming up: services that only ordered
         themselves after it go on; those that require it are blocked."""
@@ -308,21 +345,30 @@ class Manager:
             if es.state != st.PENDING or d.name not in es.waiting_on:
                 continue
             if d.name in self.requires[e]:
-                if d.state == st.RESTARTING or (d.state == st.STOPPED and d.name in self.closure and not d.held and d.resume):
+                if self._coming_back(d):
                     continue
                 what = {st.FAILED: "failed", st.BLOCKED: "is blocked"}.get(d.state, "was stopped")
                 self._block(es, f"requires {d.name}, which {what}")
             else:
                 es.waiting_on.discard(d.name)
-                if not es.waiting_on:
+                if not es.waiting_on and not self.shutting_down:
                     self._spawn(es)
+
+    def _coming_back(self, d: Service) -> bool:
+        """``d`` is down (or on its way down) but will be started again
+        without anyone asking: a restart job, a reload, or a resume (after
+        its own dependency came back, or a start that came while it was
+        stopping)."""
+        if d.state == st.RESTARTING or d.name in self.frozen:
+            return True
+        return d.state in (st.STOPPED, st.STOPPING) and d.resume and d.name in self.closure and not d.held
 
     def _on_up(self, d: Service) -> None:
         for e in sorted(self.rdeps[d.name], key=self.topo_index.__getitem__):
             es = self.services[e]
             if es.state == st.PENDING and d.name in es.waiting_on:
                 es.waiting_on.discard(d.name)
-                if not es.waiting_on:
+                if not es.waiting_on and not self.shutting_down:
                     self._spawn(es)
         retry = [e for e in self.req_by[d.name] if self.services[e].state == st.BLOCKED and e in self.closure]
         if retry:
@@ -334,6 +380,7 @@ class Manager:
         s.exit = None
         s.pending_failure = None
         s.stop_sent = False
+        s.signal_sent = False
         s._main_pid = None
         s.status_text = ""
         s.substate = ""
@@ -363,6 +410,7 @@ class Manager:
             return
         s.pid = spawned.pid
         s.detector = detector
+        self._prune_readers(s)
         self.reaper.watch(spawned.pid, lambda pid, status: self._on_exit(s, gen, pid, status))
         s.readers.append(PipeReader(self.loop, spawned.output_fd, s.log_buffer))
         self._set_state(s, st.STARTING)
@@ -440,8 +488,10 @@ class Manager:
             s.cancel_timers()
             if s.state == st.STARTING:
                 s.timers.append(self.loop.call_at(new, self._start_timeout, s, gen, "start timeout (extended)"))
-            elif s.stop_sent:
+            elif s.signal_sent:
                 s.timers.append(self.loop.call_at(new, self._stop_timeout, s, gen))
+            elif s.stop_sent:  # stop-exec is running
+                s.timers.append(self.loop.call_at(new, self._signal_stop, s, gen))
 
     def _became_ready(self, s: Service) -> None:
         if s.cfg.type == "forking" and s._main_pid is None:
@@ -451,10 +501,12 @@ class Manager:
         self._on_up(s)
 
     # ------------------------------------------------------------------ exit
-    def _on_exit(self, s: Service, gen: int, pid: int, status: int) -> None:
+    def _on_exit(self, s: Service, gen: int, pid: int, status: int | None) -> None:
+        """A process of ``s`` exited; ``status`` is None when it was not our
+        child and its exit status cannot be known."""
         if gen != s.generation:
             return
-        desc = describe_status(status)
+        desc = describe_status(status) if status is not None else "exited (status unknown)"
         if (
             pid == s.pid
             and s.cfg.type == "forking"
@@ -464,6 +516,20 @@ class Manager:
         ):
             if status == 0:
                 self._forking_parent_exited(s, gen)
+            else:
+                s.exit = desc
+                self._handle_failure(s, f"start process {desc}", clean=False)
+            return
+        if (
+            pid == s.pid
+            and s.cfg.type == "forking"
+            and s.state == st.STARTING
+            and s._main_pid not in (None, pid)
+            and s.pending_failure is None
+        ):
+            # MAINPID= (sd_notify) named the daemon before its parent exited.
+            if status == 0:
+                self._await_ready(s, gen)
             else:
                 s.exit = desc
                 self._handle_failure(s, f"start process {desc}", clean=False)
@@ -482,6 +548,9 @@ class Manager:
                 self._on_up(s)
             else:
                 self._handle_failure(s, desc, clean=False)
+        elif s.state in (st.STARTING, st.WAITING_READY):
+            # Gone before it was ready: a failed start, whatever the status.
+            self._handle_failure(s, desc if status else f"{desc} before it was ready", clean=False)
         else:
             self._handle_failure(s, desc, clean=status == 0)
 
@@ -495,6 +564,9 @@ class Manager:
                     raise ValueError
             except (OSError, ValueError):
                 self._handle_failure(s, f"pid file {path} missing or invalid after start", clean=False)
+                return
+            if pid not in self.reaper.unknown and not _exists(pid):
+                self._handle_failure(s, f"pid file {path} names PID {pid}, which is not running", clean=False)
                 return
             self.adopt_main_pid(s, pid)
             if s.generation != gen or s.state != st.STARTING:
@@ -521,20 +593,46 @@ class Manager:
         # exit status cannot be known.
         try:
             fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            # Neither running nor reaped by us: the pid names nothing (a
+            # stale pid file, a daemon that died and was reaped by its parent).
+            self.loop.call_soon(self._main_pid_missing, s, gen, pid)
+            return
         except OSError:
-            self.loop.call_soon(self._on_exit, s, gen, pid, 0)
+            self.loop.call_soon(self._on_exit, s, gen, pid, None)
             return
 
         def gone() -> None:
             self.loop.remove_reader(fd)
             os.close(fd)
-            self._on_exit(s, gen, pid, 0)
+            self._on_exit(s, gen, pid, None)
 
         self.loop.add_reader(fd, gone)
+
+    def _main_pid_missing(self, s: Service, gen: int, pid: int) -> None:
+        if gen != s.generation or pid != s.main_pid or s.state not in st.ALIVE:
+            return
+        if s.state == st.STOPPING and s.pending_failure is None:
+            self._went_down(s, st.STOPPED, s.reason)
+            return
+        self._handle_failure(s, s.pending_failure or f"main PID {pid} is not running", clean=False)
 
     def _kill_for_failure(self, s: Service, reason: str) -> None:
         s.pending_failure = reason
         self._kill(s, signal.SIGKILL)
+        if self._no_main_process(s):
+            self._handle_failure(s, reason, clean=False)
+
+    def _no_main_process(self, s: Service) -> bool:
+        """A forking service whose start process exited before anything
+        (MAINPID=) named its daemon: no exit is left to wait for, so a stop
+        or a failed start must conclude at once."""
+        return (
+            s.cfg.type == "forking"
+            and s._main_pid is None
+            and s.pid is not None
+            and not self.reaper.watching(s.pid)
+        )
 
     def fail_service(self, s: Service, reason: str) -> None:
         """A plugin declared a running service failed: stop it gracefully and
@@ -560,10 +658,14 @@ class Manager:
             # goes with it (KillMode=control-group without cgroups).
             self._kill(s, signal.SIGKILL)
         s.stop_sent = False
+        s.signal_sent = False
 
     def _handle_failure(self, s: Service, reason: str, clean: bool) -> None:
         self._teardown(s, kill_leftovers=True)
         s.pending_failure = None
+        # A failure is decided afresh, even if a group restart had already
+        # taken it in (it failed on its way down).
+        self._leave_job(s)
         policy = s.cfg.restart.policy
         down = st.STOPPED if clean else st.FAILED
         restart = policy == "permanent" or (policy == "transient" and not clean)
@@ -590,7 +692,9 @@ class Manager:
             )
             return
         members, sups = self._strategy_group(sup, ("service", s.name))
-        job = self._make_job(members | {s.name}, sups, r.delay)
+        # ``s`` itself is already gone: it joins the job without a stop.
+        job = self._make_job(members - {s.name}, sups, r.delay)
+        job.members.add(s.name)
         s.restart_job = job
         self._went_down(s, st.RESTARTING, reason)
         self._run_job(job)
@@ -603,15 +707,18 @@ class Manager:
         s.control_pids.clear()
         s.waiting_on = set()
         s.stop_wait = set()
-        job = s.restart_job
         if s.down_state is not None:
             state, reason = s.down_state
             s.down_state = None
-            job = s.restart_job = None
-        elif job is not None and state != st.FAILED:
-            state = st.RESTARTING
-        if state == st.FAILED:
-            s.restart_job = None
+            self._leave_job(s)
+        elif s.restart_job is not None:
+            if state != st.FAILED and s.name in self.closure:
+                state = st.RESTARTING
+            else:
+                # Failed for good, or no longer wanted (stopped explicitly
+                # while its group was restarting): the others go on alone.
+                self._leave_job(s)
+        job = s.restart_job
         self._set_state(s, state, reason)
         self._call_hook("dynamod_service_stopped", service=s)
         # Dependents first: hard ones stop (and come back with us).
@@ -663,16 +770,14 @@ class Manager:
             if s.state == st.PENDING:
                 self._went_down(s, st.STOPPED)
             elif s.state == st.RESTARTING:
-                if s.restart_job is not None:
-                    s.restart_job.members.discard(s.name)
-                    s.restart_job.waiting.discard(s.name)
-                    s.restart_job = None
+                self._leave_job(s)
                 s.cancel_timers()
-                self._set_state(s, st.STOPPED, s.reason)
+                self._settle_stopped(s)
             elif s.state == st.BLOCKED and s.name not in self.closure:
                 self._set_state(s, st.STOPPED)
             elif s.state in (st.STARTING, st.WAITING_READY, st.RUNNING, st.EXITED):
                 s.stop_sent = False
+                s.signal_sent = False
                 self._set_state(s, st.STOPPING)
                 to_stop.append(s)
         for s in to_stop:
@@ -692,37 +797,76 @@ class Manager:
         if s.pid is None or (s.cfg.type == "oneshot" and s.exit is not None):
             self._went_down(s, st.STOPPED, s.reason)
             return
+        if self._no_main_process(s):
+            self._kill(s, s.cfg.shutdown.stop_signal)  # whatever it left in its group
+            if s.pending_failure is not None:
+                self._handle_failure(s, s.pending_failure, clean=False)
+            else:
+                self._went_down(s, st.STOPPED, s.reason)
+            return
         sh = s.cfg.shutdown
         gen = s.generation
         if sh.stop_exec:
-            self._run_stop_exec(s)
-            s.timers.append(self.loop.call_later(sh.stop_timeout, self._signal_stop, s, gen))
+            self._run_stop_exec(s, gen)
         else:
             self._signal_stop(s, gen)
 
-    def _run_stop_exec(self, s: Service) -> None:
+    def _run_stop_exec(self, s: Service, gen: int) -> None:
+        """Run ``stop-exec`` as a control process of ``s``. Its output goes
+        to the service's log. If it fails (cannot start, exits non-zero, is
+        killed) while the service is still up, the stop signal follows at
+        once; otherwise the signal is sent only if the service is still
+        alive ``stop-timeout`` later. The control process itself gets no
+        longer than ``stop-timeout``: then its process group is killed."""
+        timeout = s.cfg.shutdown.stop_timeout
         try:
             spec = build_spec(s.cfg, s.cfg.shutdown.stop_exec)
             if s.main_pid is not None:
                 spec.env["MAINPID"] = str(s.main_pid)
             spawned = spawn(spec)
         except SpawnError as exc:
-            s.log(f"stop-exec failed: {exc}")
-            self._signal_stop(s, s.generation)
+            s.log(f"stop-exec failed: {exc}; sending {_signame(s.cfg.shutdown.stop_signal)}")
+            self._signal_stop(s, gen)
             return
-        s.control_pids.add(spawned.pid)
+        pid = spawned.pid
+        s.control_pids.add(pid)
+        self._prune_readers(s)
         s.readers.append(PipeReader(self.loop, spawned.output_fd, s.log_buffer))
+        s.deadline = self.loop.time() + timeout
+        s.timers.append(self.loop.call_at(s.deadline, self._signal_stop, s, gen))
 
-        def done(pid: int, status: int) -> None:
+        def overdue() -> None:
+            s.log(f"stop-exec still running after {format_duration(timeout)}; killing it")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+        # Not one of the service's timers: it must outlive the service's
+        # own stop (the main process may exit before stop-exec does).
+        kill_timer = self.loop.call_later(timeout, overdue)
+
+        def done(_pid: int, status: int) -> None:
+            kill_timer.cancel()
             s.control_pids.discard(pid)
-            if status != 0:
-                s.log(f"stop-exec {describe_status(status)}")
+            if status == 0:
+                return
+            s.log(f"stop-exec {describe_status(status)}")
+            if s.generation == gen and s.state == st.STOPPING and not s.signal_sent:
+                s.cancel_timers()
+                s.log(f"sending {_signame(s.cfg.shutdown.stop_signal)}")
+                self._signal_stop(s, gen)
 
-        self.reaper.watch(spawned.pid, done)
+        self.reaper.watch(pid, done)
+
+    @staticmethod
+    def _prune_readers(s: Service) -> None:
+        """Forget output readers that reached EOF (one per spawn would
+        otherwise pile up over restarts)."""
+        s.readers = [r for r in s.readers if r.fd >= 0]
 
     def _signal_stop(self, s: Service, gen: int) -> None:
         if s.generation != gen or s.state != st.STOPPING or s.pid is None:
             return
+        s.signal_sent = True
         self._kill(s, s.cfg.shutdown.stop_signal)
         s.deadline = self.loop.time() + s.cfg.shutdown.stop_timeout
         s.timers.append(self.loop.call_at(s.deadline, self._stop_timeout, s, gen))
@@ -809,8 +953,13 @@ class Manager:
         alive: list[Service] = []
         for m in sorted(members):
             s = self.services[m]
+            self._leave_job(s)
             s.restart_job = job
             s.resume = False
+            # The restart supersedes a final state forced on the way down
+            # (a failed child supervisor's services are restarted by its
+            # parent).
+            s.down_state = None
             if s.state in st.ALIVE or s.state == st.EXITED:
                 job.waiting.add(m)
                 alive.append(s)
@@ -822,6 +971,17 @@ class Manager:
         if alive:
             self._stop_set(alive)
         return job
+
+    def _leave_job(self, s: Service) -> None:
+        """Take ``s`` out of its restart job; the job goes on without it."""
+        job = s.restart_job
+        if job is None:
+            return
+        s.restart_job = None
+        job.members.discard(s.name)
+        job.waiting.discard(s.name)
+        if job.members:
+            self._run_job(job)
 
     def _run_job(self, job: RestartJob) -> None:
         if job.waiting or job.armed:
@@ -844,7 +1004,7 @@ class Manager:
             if m in self.closure and not self.shutting_down:
                 names.append(m)
             elif s.state == st.RESTARTING:
-                self._set_state(s, st.STOPPED, s.reason)
+                self._settle_stopped(s)
         self._start_many(names, retry_failed=True)
 
     def _supervisor_failed(self, sup: Supervisor, reason: str) -> None:
@@ -882,10 +1042,7 @@ class Manager:
         alive = []
         for n in names:
             s = self.services[n]
-            if s.restart_job is not None:
-                s.restart_job.members.discard(n)
-                s.restart_job.waiting.discard(n)
-                s.restart_job = None
+            self._leave_job(s)
             if s.state in st.ALIVE or s.state == st.EXITED:
                 s.down_state = (st.FAILED, reason)
                 alive.append(s)
@@ -925,6 +1082,9 @@ class Manager:
             return s
         if s.state == st.FAILED:
             s.restarts.reset()
+        if s.state == st.RESTARTING:
+            # Asked for explicitly: no need to wait out the restart delay.
+            self._leave_job(s)
         fut = self.wait_for(s, _start_result)
         self.closure = self._compute_closure()
         self._start_many([name], retry_failed=True)
@@ -940,11 +1100,7 @@ class Manager:
         s.held = True
         s.resume = False
         self.closure = self._compute_closure()
-        released = [
-            x
-            for n, x in self.services.items()
-            if n not in self.closure and n != name and (x.state in st.ALIVE or x.state in (st.EXITED, st.PENDING, st.RESTARTING))
-        ]
+        released = [x for x in self._released() if x is not s]
         if s.state in st.DOWN:
             self._stop_set(released)
             if s.state == st.BLOCKED:
@@ -1014,7 +1170,15 @@ class Manager:
 
     async def reload(self, config: SystemConfig) -> dict[str, list[str]]:
         """Apply a validated configuration: stop removed services, restart
-        changed ones, start added ones; leave unchanged ones alone."""
+        changed ones, start added ones; leave unchanged ones alone.
+
+        Changed services that are up are stopped with their old
+        configuration (its stop settings) and started with the new one.
+        While they are down they are *frozen*: nothing (a requires-dependent
+        coming back, a restart job) starts them with the old configuration;
+        dependents wait for them. Afterwards every changed or added service
+        that would be active at boot (or was started explicitly) is started,
+        and whatever is no longer needed by anything active is released."""
         async with self.reload_lock:
             new = config.services
             removed = [n for n in self.services if n not in new]
@@ -1024,15 +1188,26 @@ class Manager:
                 self.services[n].explicit = False
                 self.services[n].held = True
                 self.services[n].removed = True
-            resume = [n for n in changed if self.services[n].state in st.ALIVE or self.services[n].state in (st.EXITED, st.PENDING)]
+            restart = [
+                n
+                for n in changed
+                if self.services[n].state in st.ALIVE
+                or self.services[n].state in (st.EXITED, st.PENDING, st.RESTARTING)
+            ]
+            self.frozen = set(restart)
             self.closure = self._compute_closure()
-            await self._stop_and_wait([self.services[n] for n in removed + resume])
+            try:
+                await self._stop_and_wait([self.services[n] for n in removed + restart])
+            finally:
+                self.frozen = set()
             for n in removed:
                 s = self.services.get(n)
                 if s is not None:
                     self._forget(s)
             for n in changed:
                 s = self.services[n]
+                if s.cfg.enabled != new[n].enabled:
+                    s.explicit = new[n].enabled
                 s.cfg = new[n]
                 s.restarts.reset()
                 if s.state == st.FAILED:
@@ -1043,9 +1218,24 @@ class Manager:
             self._apply_supervisors(config.supervisors)
             self._rebuild_graph()
             self.closure = self._compute_closure()
-            restart = [n for n in resume if n in self.closure]
-            self._start_many(sorted(set(restart) | {n for n in added if n in self.closure}), retry_failed=True)
+            self._stop_set(self._released())
+            start = {n for n in (*changed, *added) if n in self.closure}
+            self._start_many(sorted(start), retry_failed=True)
             return {"added": added, "removed": removed, "changed": changed}
+
+    def _released(self) -> list[Service]:
+        """Services up (or on their way) that nothing active needs any more."""
+        return [
+            s
+            for n, s in self.services.items()
+            if n not in self.closure
+            and (s.state in st.ALIVE or s.state in (st.EXITED, st.PENDING, st.RESTARTING))
+        ]
+
+    def orphans_exited(self, exits: list[tuple[int, int]]) -> None:
+        """Exit statuses init reaped for us (processes reparented to it)."""
+        for pid, status in exits:
+            self.reaper.unknown[pid] = status
 
     def _forget(self, s: Service) -> None:
         if self.services.get(s.name) is s:
@@ -1062,9 +1252,28 @@ def _start_result(s: Service, old: str, new: str) -> Any:
         raise OperationFailed(f"{s.name} {new}: {s.reason}" if s.reason else f"{s.name} {new}")
     if new == st.RESTARTING and old in (st.STARTING, st.WAITING_READY):
         raise OperationFailed(f"{s.name} failed to start: {s.reason} (will be restarted)")
-    if new == st.STOPPED and old != st.RESTARTING:
+    if new == st.STOPPED and old != st.RESTARTING and not s.resume:
+        # (With ``resume`` it was stopping when the start came and goes on
+        # to start as soon as it is down.)
         raise OperationFailed(f"{s.name} stopped: {s.reason}" if s.reason else f"{s.name} stopped")
     return None
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _parent_of(pid: int) -> int | None:

@@ -59,6 +59,10 @@ class Reaper:
     def unwatch(self, pid: int) -> None:
         self._watch.pop(pid, None)
 
+    def watching(self, pid: int) -> bool:
+        """Whether an exit callback for ``pid`` is still pending."""
+        return pid in self._watch
+
     def reap(self) -> None:
         while True:
             try:

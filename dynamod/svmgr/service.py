@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dynamod.config.model import ServiceConfig, SupervisorConfig
@@ -68,7 +68,8 @@ class Service:
         self.restarts = RestartWindow()
         self.waiting_on: set[str] = set()  # start frontier: unmet dependencies
         self.stop_wait: set[str] = set()  # dependents to see stopped first
-        self.stop_sent = False
+        self.stop_sent = False  # the stop itself began (stop-exec or signal)
+        self.signal_sent = False  # the stop signal was sent
         self.pending_failure: str | None = None  # reason to report at exit
         self.restart_job: Any = None
         self.down_state: tuple[str, str] | None = None  # forced final state
@@ -129,6 +130,11 @@ class Service:
 
     def set_substate(self, text: str) -> None:
         self.substate = text
+
+    async def run_helper(self, argv: Sequence[str], timeout: float) -> int | None:
+        from dynamod.svmgr.helpers import run_helper
+
+        return await run_helper(self, argv, timeout)
 
     # -- helpers -------------------------------------------------------------
     def cancel_timers(self) -> None:

@@ -1,1 +1,4 @@
-"""dynamod-readiness: see README.md of this distribution."""
+"""dynamod-readiness: the readiness types notify, tcp-port, exec and fd.
+
+See README.md of this distribution; the hooks are in :mod:`.plugin`.
+"""

@@ -1,0 +1,254 @@
+"""What each daemon-facing command does, shared by both front ends.
+
+The fast path (:mod:`dynamod.ctl.fast`) and the typer app
+(:mod:`dynamod.ctl.app`) only parse the command line and then call these
+functions, so both produce the same bytes and the same exit code. Every
+function writes its output to stdout, reports failures as ``dynamodctl: ...``
+lines on stderr, and returns the exit code. Imports are kept to what the hot
+commands need (``json`` only with ``--json``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from dynamod.ctl import render
+from dynamod.ctl.exits import NOT_RUNNING, OK, UNKNOWN_SERVICE, CtlError
+from dynamod.ctl.wire import Conn, socket_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+LOG_POLL_INTERVAL = 0.5  # `logs --follow` polls: the log ring has no events
+FOLLOW_WINDOW = 500  # lines asked for per poll; more than that in one interval is dropped
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text)
+
+
+def error(message: str, details: Sequence[str] = ()) -> None:
+    """One ``dynamodctl: MESSAGE`` line on stderr (plus ``details`` lines
+    for reload's config errors). stdout is flushed first so that a terminal
+    shows both streams in the order they were written."""
+    sys.stdout.flush()
+    text = f"dynamodctl: {message}\n" + "".join(f"{d}\n" for d in details)
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def run(fn: Callable[..., int], *args: Any) -> int:
+    """Call a command function; a CtlError it raises becomes its message
+    on stderr and its exit code."""
+    try:
+        return fn(*args)
+    except CtlError as exc:
+        error(exc.message, exc.details)
+        return exc.code
+
+
+def _style() -> render.Style:
+    return render.Style.for_stream(sys.stdout)
+
+
+def _json(obj: object) -> str:
+    import json
+
+    return json.dumps(obj) + "\n"
+
+
+def connect(socket: str | None, timeout: float | None = 30.0) -> Conn:
+    return Conn(socket_path(socket), timeout)
+
+
+# --- read-only commands (the hot path) -------------------------------------------
+
+
+def status(socket: str | None, names: Sequence[str], as_json: bool) -> int:
+    """Exit 0 when every service is up (running, or exited for a oneshot), 3
+    when one is not, 4 when one is unknown. ``--json`` prints one service map
+    per line and exits 0 whenever it got them: it is a query, like
+    ``systemctl show``, and the state is in the data."""
+    code = OK
+    with connect(socket) as conn:
+        # Pipelined: all requests go out before the first answer is read.
+        pending = []
+        for name in names:
+            logs = (
+                None
+                if as_json
+                else conn.send("GetLogs", {"name": name, "lines": render.STATUS_LOG_LINES})
+            )
+            pending.append((conn.send("ServiceStatus", {"name": name}), logs))
+        style = None if as_json else _style()
+        for i, (sid, lid) in enumerate(pending):
+            try:
+                info = conn.recv(sid, "ServiceInfo").get("service") or {}
+            except CtlError as exc:
+                if lid is not None:
+                    _ignore_error(conn, lid, "Logs")
+                error(exc.message)
+                code = max(code, exc.code)
+                continue
+            if style is None:
+                out(_json(info))
+                continue
+            lines = _ignore_error(conn, lid, "Logs").get("lines") if lid is not None else None
+            if i:
+                out("\n")
+            out(render.service_status(info, lines, time.time(), style))
+            if info.get("state") not in render.UP_STATES:
+                code = max(code, NOT_RUNNING)
+    return code
+
+
+def is_active(socket: str | None, names: Sequence[str], quiet: bool) -> int:
+    """Print each service's state; exit 0 if all are up, 3 if one is not, 4
+    if one is unknown. For scripts: ``if dynamodctl is-active -q web``."""
+    code = OK
+    with connect(socket) as conn:
+        pending = [conn.send("ServiceStatus", {"name": n}) for n in names]
+        for rid in pending:
+            try:
+                state = (conn.recv(rid, "ServiceInfo").get("service") or {}).get("state")
+            except CtlError as exc:
+                if exc.code != UNKNOWN_SERVICE or not quiet:
+                    error(exc.message)
+                code = max(code, exc.code)
+                continue
+            if not quiet:
+                out(f"{state}\n")
+            if state not in render.UP_STATES:
+                code = max(code, NOT_RUNNING)
+    return code
+
+
+def fetch_services(conn: Conn) -> list[dict]:
+    """Every service map; ListServices is paged (``next`` until absent)."""
+    services: list[dict] = []
+    offset: int | None = 0
+    while offset is not None:
+        body = conn.request("ListServices", "ServiceList", {"offset": offset})
+        services.extend(s for s in body.get("services") or [] if isinstance(s, dict))
+        nxt = body.get("next")
+        offset = nxt if isinstance(nxt, int) and nxt > offset else None
+    return services
+
+
+def list_services(socket: str | None, as_json: bool) -> int:
+    with connect(socket) as conn:
+        services = fetch_services(conn)
+    out(_json(services) if as_json else render.service_list(services, time.time(), _style()))
+    return OK
+
+
+def tree(socket: str | None, as_json: bool) -> int:
+    with connect(socket) as conn:
+        root = conn.request("TreeStatus", "Tree").get("root") or {}
+    out(_json(root) if as_json else render.tree(root, time.time(), _style()))
+    return OK
+
+
+def logs(socket: str | None, name: str, lines: int, follow: bool) -> int:
+    style = _style()
+    with connect(socket) as conn:
+        batch = _log_batch(conn, name, lines)
+        for line in render.log_lines(batch, style):
+            out(line + "\n")
+        if not follow:
+            return OK
+        last = batch[-1] if batch else None
+        try:
+            while True:
+                sys.stdout.flush()
+                time.sleep(LOG_POLL_INTERVAL)
+                batch = _log_batch(conn, name, FOLLOW_WINDOW)
+                new = _after(batch, last)
+                for line in render.log_lines(new, style):
+                    out(line + "\n")
+                if new:
+                    last = new[-1]
+        except KeyboardInterrupt:
+            return 130  # what a shell reports for Ctrl-C; not an error
+    return OK
+
+
+def _log_batch(conn: Conn, name: str, lines: int) -> list[list]:
+    body = conn.request("GetLogs", "Logs", {"name": name, "lines": max(0, lines)})
+    return [x for x in body.get("lines") or [] if isinstance(x, list) and len(x) == 2]
+
+
+def _after(batch: list[list], last: list | None) -> list[list]:
+    """The lines of ``batch`` newer than ``last`` (the last one printed).
+    Matching (time, text) rather than time alone keeps two lines with the same
+    timestamp apart; when ``last`` rotated out of the ring, fall back to time."""
+    if last is None:
+        return batch
+    for i in range(len(batch) - 1, -1, -1):
+        if batch[i] == last:
+            return batch[i + 1 :]
+    return [x for x in batch if isinstance(x[0], (int, float)) and x[0] > last[0]]
+
+
+def _ignore_error(conn: Conn, rid: int, expect: str) -> dict:
+    """A response that is nice to have (status' log lines): errors, e.g. from
+    an older server without GetLogs, leave it out."""
+    try:
+        return conn.recv(rid, expect)
+    except CtlError:
+        return {}
+
+
+# --- commands that change things ------------------------------------------------
+
+_VERBS = {"StartService": "started", "StopService": "stopped", "RestartService": "restarted"}
+
+
+def change(socket: str | None, request: str, names: Sequence[str]) -> int:
+    """start / stop / restart: all requests are sent at once (the daemon works
+    on them concurrently) and answered in the order given. No timeout: the
+    daemon answers when the service is up or has failed, which may take as
+    long as its readiness timeout. Exit code: the highest of the failures."""
+    code = OK
+    with connect(socket, timeout=None) as conn:
+        pending = [(n, conn.send(request, {"name": n})) for n in names]
+        for name, rid in pending:
+            try:
+                body = conn.recv(rid, "ServiceInfo")
+            except CtlError as exc:
+                error(exc.message)  # one line: the reason is in the message
+                code = max(code, exc.code)
+                continue
+            info = body.get("service") or {}
+            what = str(info.get("state", "?"))
+            if info.get("pid") is not None and what not in ("stopped", "failed", "exited"):
+                what += f", pid {info['pid']}"
+            out(f"{_VERBS[request]} {info.get('name', name)} ({what})\n")
+    return code
+
+
+def reload(socket: str | None) -> int:
+    with connect(socket, timeout=None) as conn:
+        try:
+            body = conn.request("Reload", "ReloadResult")
+        except CtlError as exc:
+            raise CtlError(exc.code, f"reload failed: {exc.message}", exc.details) from None
+    out(render.reload_result(body))
+    return OK
+
+
+def shutdown(socket: str | None, kind: str) -> int:
+    with connect(socket, timeout=None) as conn:
+        body = conn.request("Shutdown", "Ack", {"kind": kind})
+    out(f"{body.get('message') or kind + ' requested'}\n")
+    return OK
+
+
+def version() -> int:
+    from dynamod import __version__
+
+    out(f"dynamodctl {__version__}\n")
+    return OK

@@ -1,0 +1,102 @@
+"""dynamod-init's entry point: choose the mode, boot, run the loop, and never
+let anything escape while we are PID 1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from dynamod.init.log import error, log, use_kmsg
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="dynamod-init", description="dynamod PID 1")
+    p.add_argument("--container", action="store_true",
+                   help="run as PID 1 of a container / PID namespace (also: $container is set)")
+    p.add_argument("--config-dir", default="/etc/dynamod")
+    p.add_argument("--runtime-dir", default="/run/dynamod")
+    p.add_argument("--write-machine-id", action="store_true",
+                   help="create /etc/machine-id if missing or empty, then exit")
+    return p.parse_args(argv)
+
+
+# Container managers announce themselves in this (lower-case) variable.
+CONTAINER_ENV = "container"
+
+
+def in_container(args: argparse.Namespace) -> bool:
+    return args.container or bool(os.environ.get(CONTAINER_ENV))
+
+
+def boot(args: argparse.Namespace) -> int:
+    from dynamod.init import phase_a, sysinit
+    from dynamod.init.core import Init
+
+    container = in_container(args)
+    cmdline: dict[str, str] = {}
+    if not container:
+        use_kmsg()
+        sysinit.mount_pseudo_filesystems()
+        cmdline = phase_a.read_cmdline()
+        while phase_a.wants_phase_a(cmdline):
+            try:
+                phase_a.mount_root(cmdline)
+                phase_a.switch_root()  # does not return
+            except Exception as exc:
+                error(f"Phase A failed: {exc}")
+                emergency_shell_blocking(f"Phase A failed: {exc}")
+    sysinit.phase_b(real_boot=not container, runtime_dir=args.runtime_dir)
+    init = Init(
+        container=container,
+        config_dir=args.config_dir,
+        runtime_dir=args.runtime_dir,
+        emergency_on_start=cmdline.get("dynamod.emergency") == "1",
+    )
+    return init.run()
+
+
+def emergency_shell_blocking(reason: str) -> None:
+    """Before the main loop exists: run a shell on the console and wait."""
+    from dynamod.init.core import RESET_IN_CHILD, _shell_argv
+
+    argv = _shell_argv()
+    try:
+        fd = os.open(os.environ.get("DYNAMOD_CONSOLE", "/dev/console"), os.O_RDWR | os.O_NOCTTY)
+        os.write(fd, f"\ndynamod-init: {reason}\ndynamod-init: emergency shell; exit it to retry\n".encode())
+        pid = os.posix_spawn(argv[0], argv, dict(os.environ), setsid=True, setsigdef=RESET_IN_CHILD,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n in (0, 1, 2)])
+        os.close(fd)
+        os.waitpid(pid, 0)
+    except OSError as exc:
+        error(f"emergency shell unavailable: {exc}")
+        time.sleep(5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.write_machine_id:
+        from dynamod.init.sysinit import ensure_machine_id
+
+        sys.exit(0 if ensure_machine_id() else 1)
+    if os.getpid() != 1:
+        print("dynamod-init: must run as PID 1 (in a PID namespace: unshare --pid --fork "
+              "--mount-proc dynamod-init --container); to run services without it use "
+              "dynamod-svmgr --config-dir DIR --runtime-dir DIR", file=sys.stderr)
+        sys.exit(2)
+    while True:
+        try:
+            code = boot(args)
+        except BaseException as exc:  # PID 1: nothing escapes
+            error(f"fatal error in init: {type(exc).__name__}: {exc}")
+            if in_container(args):
+                sys.exit(1)
+            emergency_shell_blocking(f"init crashed: {exc}")
+            continue
+        log(f"exiting with status {code}")
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Fixtures for the dynamod-readiness tests: a config tree and real
+dynamod-svmgr processes (which load this plugin through its entry point,
+as an installed system would)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dynamod.testing import ConfigTree, Svmgr
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> ConfigTree:
+    return ConfigTree(tmp_path / "etc")
+
+
+@pytest.fixture
+def svmgr(tmp_path: Path, tree: ConfigTree) -> Iterator[Callable[..., Svmgr]]:
+    """``svmgr(**kw)`` starts a manager on ``tree``; all are stopped after.
+    ``runtime_dir=`` overrides the default runtime directory."""
+    started: list[Svmgr] = []
+
+    def start(runtime_dir: str | os.PathLike[str] | None = None, **kw: object) -> Svmgr:
+        rt = runtime_dir if runtime_dir is not None else tmp_path / f"run{len(started)}"
+        mgr = Svmgr(tree.root, rt, **kw)  # type: ignore[arg-type]
+        started.append(mgr)
+        return mgr
+
+    yield start
+    for mgr in started:
+        try:
+            mgr.stop()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user can traverse (pytest's tmp_path lives under a
+    0700 directory): for runtime directories of services run as nobody."""
+    path = Path(tempfile.mkdtemp(prefix="dynamod-rt-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def free_port() -> Callable[[str], int]:
+    def pick(host: str = "127.0.0.1") -> int:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as s:
+            s.bind((host, 0))
+            return s.getsockname()[1]
+
+    return pick

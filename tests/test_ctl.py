@@ -1,0 +1,583 @@
+"""dynamodctl against a real dynamod-svmgr: real socket, real processes.
+
+The CLI always runs as a subprocess, through its real entry point
+(``python -m dynamod.ctl.main``) unless a test says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from dynamod.testing import ConfigTree, Svmgr
+
+FOREVER = "trap 'exit 0' TERM; while :; do sleep 0.1; done"
+
+
+def ctl_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DYNAMOD_SOCKET", "NO_COLOR")}
+    env.update(extra)
+    return env
+
+
+def ctl(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dynamod.ctl.main", *args],
+        capture_output=True,
+        text=True,
+        env=env or ctl_env(),
+        timeout=timeout,
+    )
+
+
+def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("dynamodctl: ")
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+# A runner that goes through main() with time frozen (so relative ages are
+# reproducible) and, for the typer path, the fast parser switched off. It
+# exits 99 if the path taken was not the one asked for.
+PATH_RUNNER = """
+import sys, time
+time.time = lambda: 1.9e9
+want_typer = sys.argv.pop(1) == "typer"
+if want_typer:
+    import dynamod.ctl.fast
+    dynamod.ctl.fast.parse = lambda argv: None
+from dynamod.ctl.main import main
+code = main()
+sys.stdout.flush()
+sys.exit(code if ("typer" in sys.modules) == want_typer else 99)
+"""
+
+
+def ctl_path(path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PATH_RUNNER, path, *args],
+        capture_output=True,
+        text=True,
+        env=ctl_env(),
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def demo(tree: ConfigTree, svmgr) -> Svmgr:
+    """base <- app (requires), idle (not enabled), once (oneshot)."""
+    tree.simple("base", "echo base up; " + FOREVER, description="The base service")
+    tree.simple(
+        "app",
+        "echo app line 1; echo app line 2; echo app line 3; " + FOREVER,
+        description="The app",
+        extra='[dependencies]\nrequires = ["base"]\n',
+    )
+    tree.simple("idle", FOREVER, enabled=False, description="Started by hand")
+    tree.simple("once", "echo done", type="oneshot")
+    mgr = svmgr()
+    mgr.wait_state("app", "running")
+    mgr.wait_state("once", "exited")
+    mgr.wait_for(
+        lambda: "app line 3" in str(mgr.request("GetLogs", {"name": "app"})), what="app's log"
+    )
+    return mgr
+
+
+# --- read-only commands -------------------------------------------------------
+
+
+def test_list_human_and_json(demo: Svmgr) -> None:
+    r = ctl("--socket", demo.socket, "list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "PID", "SINCE", "RESTARTS", "SUPERVISOR", "REASON"]
+    rows = {line.split()[0]: line.split() for line in lines[1:5]}
+    assert rows["app"][1] == "running" and rows["app"][2] == str(demo.status("app")["pid"])
+    assert rows["idle"][1:3] == ["stopped", "-"]
+    assert rows["once"][1] == "exited"
+    assert rows["app"][5] == "root"
+    # Columns line up: every row's STATE starts where the header's does.
+    col = lines[0].index("STATE")
+    assert all(line[col - 2 : col] == "  " and line[col] != " " for line in lines[1:5])
+    assert "4 services: 1 exited, 2 running, 1 stopped" in r.stdout
+    assert r.stderr == ""
+
+    r = ctl("list", "--json", "--socket", demo.socket)
+    assert r.returncode == 0
+    services = json.loads(r.stdout)
+    assert [s["name"] for s in services] == ["app", "base", "idle", "once"]
+    assert {s["name"]: s["state"] for s in services} == {
+        "app": "running",
+        "base": "running",
+        "idle": "stopped",
+        "once": "exited",
+    }
+    assert services[0]["description"] == "The app"
+
+
+def test_status_human(demo: Svmgr) -> None:
+    r = ctl("--socket", demo.socket, "status", "app")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "● app - The app"
+    fields = {
+        k.strip(): v.strip()
+        for k, _, v in (line.partition(":") for line in lines[1:] if ": " in line[:16])
+    }
+    assert fields["State"].startswith("running since ")
+    assert fields["PID"] == str(demo.status("app")["pid"])
+    assert fields["Type"] == "simple, readiness none"
+    assert fields["Supervisor"] == "root"
+    assert fields["Restarts"] == "0"
+    assert fields["Requires"] == "base"
+    assert fields["Activation"] == "explicit, enabled at boot"
+    # The last log lines come after a blank line.
+    assert lines[-3:][0].endswith(" app line 1") and lines[-1].endswith(" app line 3")
+    assert "" in lines
+
+    # A finished oneshot counts as up.
+    r = ctl("--socket", demo.socket, "status", "once")
+    assert r.returncode == 0
+    assert "Last exit: exited 0" in r.stdout
+
+
+def test_status_exit_codes(demo: Svmgr) -> None:
+    r = ctl("--socket", demo.socket, "status", "idle")
+    assert r.returncode == 3, r.stderr
+    assert "State: stopped" in r.stdout and r.stderr == ""
+
+    # --json is a query: exit 0 whatever the state; one map per line.
+    r = ctl("--socket", demo.socket, "status", "--json", "idle", "app")
+    assert r.returncode == 0
+    maps = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(m["name"], m["state"]) for m in maps] == [("idle", "stopped"), ("app", "running")]
+    assert maps[1]["requires"] == ["base"] and maps[1]["pid"] == demo.status("app")["pid"]
+
+    r = ctl("--socket", demo.socket, "status", "nosuch")
+    assert r.returncode == 4
+    assert one_error_line(r) == "dynamodctl: no such service: nosuch"
+    assert r.stdout == ""
+
+    # Several names: every known one is shown; the worst code wins.
+    r = ctl("--socket", demo.socket, "status", "app", "nosuch", "idle")
+    assert r.returncode == 4
+    assert "● app - The app" in r.stdout and "● idle - Started by hand" in r.stdout
+    assert one_error_line(r) == "dynamodctl: no such service: nosuch"
+
+
+def test_is_active(demo: Svmgr) -> None:
+    r = ctl("--socket", demo.socket, "is-active", "app", "once")
+    assert (r.returncode, r.stdout) == (0, "running\nexited\n")
+    r = ctl("--socket", demo.socket, "is-active", "app", "idle")
+    assert (r.returncode, r.stdout) == (3, "running\nstopped\n")
+    r = ctl("--socket", demo.socket, "is-active", "-q", "idle")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "", "")
+    r = ctl("--socket", demo.socket, "is-active", "--quiet", "nosuch")
+    assert (r.returncode, r.stdout, r.stderr) == (4, "", "")
+
+
+def test_tree_human_and_json(demo: Svmgr) -> None:
+    r = ctl("--socket", demo.socket, "tree")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "root [one-for-one]: running, restarts 0/5 in 1m, escalations 0"
+    body = [line[3:] for line in lines[1:]]
+    assert all(line[:3] in ("├─ ", "└─ ") for line in lines[1:]) and lines[-1].startswith("└─ ")
+    assert {"base: running", "app: running", "idle: stopped", "once: exited"} == set(body)
+    r = ctl("--socket", demo.socket, "tree", "--json")
+    root = json.loads(r.stdout)
+    assert root["name"] == "root" and root["kind"] == "supervisor"
+    assert {c["name"] for c in root["children"]} == {"app", "base", "idle", "once"}
+
+
+def test_logs(demo: Svmgr) -> None:
+    r = ctl("--socket", demo.socket, "logs", "app", "-n", "2")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith(" app line 2") and lines[1].endswith(" app line 3")
+    assert lines[0][:4].isdigit() and lines[0][19] == "."  # 2026-11-22 10:39:10.968
+    r = ctl("--socket", demo.socket, "logs", "app")
+    assert len(r.stdout.splitlines()) == 3
+    r = ctl("--socket", demo.socket, "logs", "nosuch")
+    assert r.returncode == 4 and one_error_line(r) == "dynamodctl: no such service: nosuch"
+
+
+def test_logs_follow(tree: ConfigTree, svmgr) -> None:
+    tree.simple(
+        "ticker", "i=0; trap 'exit 0' TERM; while :; do i=$((i+1)); echo tick $i; sleep 0.2; done"
+    )
+    mgr = svmgr()
+    mgr.wait_state("ticker", "running")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dynamod.ctl.main",
+            "--socket",
+            mgr.socket,
+            "logs",
+            "-f",
+            "-n",
+            "1",
+            "ticker",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ctl_env(),
+    )
+    try:
+        seen = [proc.stdout.readline() for _ in range(6)]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    ticks = [int(line.split()[-1]) for line in seen]
+    # Consecutive: nothing lost or printed twice between polls.
+    assert ticks == list(range(ticks[0], ticks[0] + 6)), seen
+    assert proc.returncode == 130 and "Traceback" not in err
+
+
+# --- the fast path and the typer path ------------------------------------------
+
+
+def test_fast_path_and_typer_path_agree(demo: Svmgr) -> None:
+    sock = demo.socket
+    missing = str(Path(sock).parent / "missing.sock")
+    cases = [
+        ["--socket", sock, "status", "app"],
+        ["status", "app", "--socket", sock],
+        [f"--socket={sock}", "status", "idle"],
+        ["--socket", "/nonexistent", "status", "once", f"--socket={sock}"],
+        ["--socket", sock, "status", "app", "nosuch", "idle"],
+        ["--socket", sock, "status", "--json", "app", "idle"],
+        ["--socket", sock, "status", "nosuch"],
+        ["--socket", sock, "list"],
+        ["list", "--json", "--socket", sock],
+        ["--socket", sock, "is-active", "app", "idle"],
+        ["--socket", sock, "is-active", "-q", "nosuch"],
+        ["--socket", missing, "status", "app"],
+        ["--socket", missing, "list"],
+        ["--version"],
+    ]
+    for args in cases:
+        fast = ctl_path("fast", *args)
+        full = ctl_path("typer", *args)
+        assert fast.returncode != 99, f"{args}: fast path not taken"
+        assert full.returncode != 99, f"{args}: typer path not taken"
+        assert (fast.returncode, fast.stdout, fast.stderr) == (
+            full.returncode,
+            full.stdout,
+            full.stderr,
+        ), args
+        assert "Traceback" not in fast.stderr
+
+
+def test_fast_path_imports_little(demo: Svmgr) -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "dynamod.ctl.main",
+            "--socket",
+            demo.socket,
+            "status",
+            "app",
+        ],
+        capture_output=True,
+        text=True,
+        env=ctl_env(),
+        timeout=60,
+    )
+    assert r.returncode == 0
+    imported = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if "|" in line}
+    assert "dynamod.ctl.commands" in imported
+    for heavy in (
+        "typer",
+        "click",
+        "pydantic",
+        "pluggy",
+        "importlib.metadata",
+        "asyncio",
+        "dynamod.ipc.schema",
+        "json",
+    ):
+        assert heavy not in imported, heavy
+
+
+def test_hot_path_is_fast(demo: Svmgr) -> None:
+    """The whole process, not just imports: a generous bound for a noisy CI
+    box (docs/cli.md has the measured figures)."""
+    script = shutil.which("dynamodctl", path=str(Path(sys.executable).parent))
+    cmd = [script] if script else [sys.executable, "-m", "dynamod.ctl.main"]
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        subprocess.run(
+            [*cmd, "--socket", demo.socket, "status", "app"],
+            capture_output=True,
+            check=True,
+            env=ctl_env(),
+        )
+        times.append(time.perf_counter() - t)
+    assert sorted(times)[3] < 0.25, times
+
+
+# --- connecting ---------------------------------------------------------------
+
+
+def test_cannot_connect_exit_5(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.sock")
+    for args in (["status", "web"], ["list"], ["start", "web"], ["tree"], ["reload"]):
+        r = ctl("--socket", missing, *args)
+        assert r.returncode == 5, (args, r.stderr)
+        line = one_error_line(r)
+        assert line.startswith(
+            f"dynamodctl: cannot connect to {missing}: No such file or directory"
+        )
+        assert "--socket" in line and "DYNAMOD_SOCKET" in line
+    # The environment variable names the socket too.
+    r = ctl("list", env=ctl_env(DYNAMOD_SOCKET=missing))
+    assert r.returncode == 5 and missing in one_error_line(r)
+
+
+def test_socket_from_environment(demo: Svmgr) -> None:
+    r = ctl("is-active", "app", env=ctl_env(DYNAMOD_SOCKET=demo.socket))
+    assert (r.returncode, r.stdout) == (0, "running\n")
+    r = ctl("tree", env=ctl_env(DYNAMOD_SOCKET=demo.socket))
+    assert r.returncode == 0 and r.stdout.startswith("root ")
+
+
+# --- commands that change things ----------------------------------------------
+
+
+def test_start_restart_stop(demo: Svmgr) -> None:
+    r = ctl("--socket", demo.socket, "start", "idle")
+    assert r.returncode == 0, r.stderr
+    pid = demo.status("idle")["pid"]
+    assert r.stdout == f"started idle (running, pid {pid})\n"
+    r = ctl("--socket", demo.socket, "restart", "idle")
+    assert r.returncode == 0, r.stderr
+    new_pid = demo.status("idle")["pid"]
+    assert new_pid != pid and r.stdout == f"restarted idle (running, pid {new_pid})\n"
+    r = ctl("--socket", demo.socket, "stop", "idle")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "stopped idle (stopped)\n", "")
+    assert demo.status("idle")["state"] == "stopped"
+
+
+def test_start_failure_and_unknown(tree: ConfigTree, svmgr) -> None:
+    tree.simple(
+        "bad",
+        "echo nope; exit 1",
+        type="oneshot",
+        enabled=False,
+        extra='[restart]\npolicy = "temporary"\n',
+    )
+    mgr = svmgr()
+    r = ctl("--socket", mgr.socket, "start", "bad")
+    assert r.returncode == 1, r.stdout
+    line = one_error_line(r)
+    assert "bad" in line and "exited 1" in line
+    r = ctl("--socket", mgr.socket, "start", "ghost")
+    assert r.returncode == 4
+    assert one_error_line(r) == "dynamodctl: no such service: ghost"
+    r = ctl("--socket", mgr.socket, "stop", "ghost")
+    assert r.returncode == 4
+
+
+def test_stop_stops_dependents_first(tree: ConfigTree, svmgr, tmp_path: Path) -> None:
+    order = tmp_path / "order"
+    for name, requires in (("db", []), ("api", ["db"]), ("web", ["api"])):
+        tree.simple(
+            name,
+            f"trap 'echo {name} >> {order}; exit 0' TERM; while :; do sleep 0.05; done",
+            extra=f"[dependencies]\nrequires = {json.dumps(requires)}\n",
+        )
+    tree.simple("other", FOREVER)
+    mgr = svmgr()
+    mgr.wait_state("web", "running")
+    r = ctl("--socket", mgr.socket, "stop", "db")
+    assert (r.returncode, r.stdout) == (0, "stopped db (stopped)\n"), r.stderr
+    assert order.read_text().split() == ["web", "api", "db"]
+    r = ctl("--socket", mgr.socket, "list", "--json")
+    states = {s["name"]: s["state"] for s in json.loads(r.stdout)}
+    assert states["db"] == "stopped" and states["other"] == "running"
+    assert states["api"] not in ("running", "starting") and states["web"] not in (
+        "running",
+        "starting",
+    )
+
+
+def test_reload(tree: ConfigTree, svmgr) -> None:
+    tree.simple("keep", FOREVER)
+    tree.simple("edit", FOREVER, description="before")
+    tree.simple("gone", FOREVER)
+    mgr = svmgr()
+    mgr.wait_state("gone", "running")
+
+    r = ctl("--socket", mgr.socket, "reload")
+    assert (r.returncode, r.stdout) == (0, "reloaded: no changes\n"), r.stderr
+
+    tree.simple("edit", FOREVER, description="after")
+    tree.simple("fresh", FOREVER)
+    tree.remove("gone")
+    r = ctl("--socket", mgr.socket, "reload")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "added: fresh\nremoved: gone\nchanged: edit\n"
+    mgr.wait_state("fresh", "running")
+    assert mgr.status("edit")["description"] == "after"
+    r = ctl("--socket", mgr.socket, "status", "gone")
+    assert r.returncode == 4
+
+    # Config errors: one summary line, then each error; nothing changes.
+    tree.service("broken", '[service]\nname = "broken"\nexec = ["/bin/true"]\nbogus-key = 1\n')
+    r = ctl("--socket", mgr.socket, "reload")
+    assert r.returncode == 1 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert lines[0] == "dynamodctl: reload failed: configuration has 1 error(s); nothing changed"
+    assert lines[1:] == ["error: services/broken.toml: service.bogus-key: unknown key"]
+    assert mgr.status("fresh")["state"] == "running"
+
+
+def test_tree_shows_escalations(tree: ConfigTree, svmgr) -> None:
+    tree.supervisor(
+        "root",
+        '[supervisor]\nname = "root"\n[restart]\nmax-restarts = 1000\nmax-restart-window = "60s"\n',
+    )
+    tree.supervisor(
+        "sandbox",
+        '[supervisor]\nname = "sandbox"\nparent = "root"\nstrategy = "one-for-all"\n'
+        '[restart]\nmax-restarts = 1\nmax-restart-window = "60s"\n',
+    )
+    tree.simple("crasher", "exit 1", supervisor="sandbox", extra='[restart]\ndelay = "100ms"\n')
+    tree.simple("steady", FOREVER)
+    mgr = svmgr()
+
+    def escalated() -> bool:
+        root = mgr.request("TreeStatus")["root"]
+        sandbox = next(c for c in root["children"] if c["name"] == "sandbox")
+        return sandbox["failures"] >= 1
+
+    mgr.wait_for(escalated, what="an escalation")
+    r = ctl("--socket", mgr.socket, "tree")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    sandbox = next(line for line in lines if "sandbox" in line)
+    assert sandbox.startswith(("├─ sandbox [one-for-all]: ", "└─ sandbox [one-for-all]: "))
+    assert "/1 in 1m, escalations " in sandbox
+    assert int(sandbox.split("escalations ")[1].split()[0]) >= 1
+    assert "ago)" in sandbox  # when the last escalation happened
+    crasher = lines[lines.index(sandbox) + 1]
+    assert crasher.lstrip("│ ").startswith("└─ crasher: ")
+    assert any(
+        line.startswith("├─ steady: running") or line.startswith("└─ steady: running")
+        for line in lines
+    )
+
+
+def test_shutdown(tree: ConfigTree, svmgr) -> None:
+    tree.simple("svc", FOREVER)
+    mgr = svmgr()
+    mgr.wait_state("svc", "running")
+    r = ctl("--socket", mgr.socket, "shutdown", "maybe")
+    assert r.returncode == 2 and one_error_line(r).startswith(
+        "dynamodctl: Invalid value for 'kind'"
+    )
+    r = ctl("--socket", mgr.socket, "shutdown", "poweroff")
+    assert (r.returncode, r.stdout) == (0, "poweroff started\n"), r.stderr
+    assert mgr.proc is not None
+    mgr.proc.wait(timeout=30)
+
+
+# --- usage errors ---------------------------------------------------------------
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    sock = str(tmp_path / "none.sock")
+    for args, needle in (
+        (["bogus"], "No such command 'bogus'"),
+        (["status"], "Missing argument 'NAME'"),
+        (["list", "--frobnicate"], "No such option: --frobnicate"),
+        (["logs", "x", "-n", "many"], "Invalid value for '--lines'"),
+    ):
+        r = ctl("--socket", sock, *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert needle in one_error_line(r), r.stderr
+    r = ctl("--help")
+    assert r.returncode == 0
+    assert "Exit codes:" in r.stdout and "6  permission denied" in r.stdout
+    r = ctl()
+    assert r.returncode == 2 and "Usage: dynamodctl" in r.stderr
+
+
+# --- permissions --------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"
+)
+def test_permission_denied_exit_6(tree: ConfigTree) -> None:
+    tree.simple("svc", FOREVER)
+    tree.simple("idle", FOREVER, enabled=False)
+    # The runtime dir must be reachable by nobody; pytest's tmp dirs are 0700.
+    run = Path(tempfile.mkdtemp(prefix="dynamodctl-perm-"))
+    run.chmod(0o755)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*nobody, sys.executable, "-m", "dynamod.ctl.main", *args],
+            capture_output=True,
+            text=True,
+            env=ctl_env(),
+            timeout=60,
+            cwd="/",
+        )
+
+    try:
+        with Svmgr(tree.root, run) as mgr:
+            mgr.wait_state("svc", "running")
+            # Reading is for everyone.
+            r = as_nobody("--socket", mgr.socket, "status", "svc")
+            assert r.returncode == 0, r.stderr
+            r = as_nobody("--socket", mgr.socket, "tree")
+            assert r.returncode == 0, r.stderr
+            for args in (
+                ["start", "idle"],
+                ["stop", "svc"],
+                ["restart", "svc"],
+                ["reload"],
+                ["shutdown", "halt"],
+            ):
+                r = as_nobody("--socket", mgr.socket, *args)
+                assert r.returncode == 6, (args, r.stdout, r.stderr)
+                assert "needs root" in one_error_line(r)
+            assert mgr.status("svc")["state"] == "running"
+            assert mgr.status("idle")["state"] == "stopped"
+            # A socket nobody may not even reach is a permission problem too.
+            private = Path(tempfile.mkdtemp(prefix="dynamodctl-private-"))
+            try:
+                os.symlink(mgr.socket, private / "control.sock")
+                r = as_nobody("--socket", str(private / "control.sock"), "status", "svc")
+                assert r.returncode == 6
+                assert "Permission denied" in one_error_line(r)
+            finally:
+                shutil.rmtree(private)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
