@@ -285,3 +285,40 @@ def test_init_refuses_to_run_when_not_pid1() -> None:
     r = subprocess.run([sys.executable, "-m", "dynamod.init.main"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "must run as PID 1" in r.stderr
+
+
+def test_restarted_svmgr_adopts_running_services_instead_of_starting_copies(tmp_path: Path) -> None:
+    tree = ConfigTree(tmp_path / "etc")
+    tree.service("once", """
+        [service]
+        name = "once"
+        type = "oneshot"
+        exec = ["/bin/sh", "-c", "echo ran >> %s"]
+        [restart]
+        policy = "temporary"
+        """ % (tmp_path / "once-runs"))
+    tree.simple("worker", "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+                extra='[dependencies]\nrequires = ["once"]\n')
+    env = dict(FAST, DYNAMOD_BACKOFF_MIN="0.1")
+    with InitContainer(tree.root, tmp_path / "w", env=env) as c:
+        c.wait_log("worker: waiting-ready -> running")
+        before = c.request("ServiceStatus", {"name": "worker"})["service"]["pid"]
+        time.sleep(0.5)  # let svmgr record its state
+        log = c.log()
+        os.kill(host_pid(c, svmgr_pid(log)), signal.SIGKILL)
+        c.wait_log("adopted from the previous svmgr: once, worker")
+        after = c.request("ServiceStatus", {"name": "worker"})
+        assert after["service"]["pid"] == before
+        assert after["service"]["state"] == "running"
+        assert (tmp_path / "once-runs").read_text() == "ran\n"  # not run twice
+        # One worker process, not two.
+        workers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _in_ns(p, c.pid)
+                   and b"while :" in (p / "cmdline").read_bytes()]
+        assert len(workers) == 1, workers
+        # The adopted process dies: its status comes from init, and the
+        # permanent policy restarts it under the new svmgr.
+        os.kill(host_pid(c, before), signal.SIGKILL)
+        c.wait_log("worker: running -> restarting (killed by SIGKILL)")
+        c.wait_log("worker: waiting-ready -> running", count=2)
+        c.signal(signal.SIGTERM)
+        assert c.wait(30) == 0

@@ -72,8 +72,13 @@ def test_start_replies_when_the_service_is_ready(tree, svmgr):
 
 
 def test_start_failure_is_an_error_with_the_reason(tree, svmgr):
-    tree.simple("bad", "sleep 0.2; exit 3", type="oneshot", enabled=False,
-                extra='[restart]\npolicy = "temporary"\n')
+    tree.simple(
+        "bad",
+        "sleep 0.2; exit 3",
+        type="oneshot",
+        enabled=False,
+        extra='[restart]\npolicy = "temporary"\n',
+    )
     tree.simple("needs-bad", enabled=False, extra='[dependencies]\nrequires = ["bad"]\n')
     mgr = svmgr(args=BARE)
     with pytest.raises(RemoteError) as exc:
@@ -87,8 +92,13 @@ def test_start_failure_is_an_error_with_the_reason(tree, svmgr):
 
 
 def test_start_timeout_is_reported(tree, svmgr):
-    tree.simple("slow", "sleep 5", type="oneshot", enabled=False,
-                extra='[readiness]\ntimeout = "300ms"\n[restart]\npolicy = "temporary"\n')
+    tree.simple(
+        "slow",
+        "sleep 5",
+        type="oneshot",
+        enabled=False,
+        extra='[readiness]\ntimeout = "300ms"\n[restart]\npolicy = "temporary"\n',
+    )
     mgr = svmgr(args=BARE)
     with pytest.raises(RemoteError) as exc:
         mgr.request("StartService", {"name": "slow"})
@@ -97,7 +107,9 @@ def test_start_timeout_is_reported(tree, svmgr):
 
 def test_stop_replies_when_the_service_is_down(tree, svmgr, tmp_path):
     rec = tmp_path / "rec"
-    tree.simple("slow", f"trap 'sleep 0.4; exit 0' TERM; {stamp(rec, 'up')}; while :; do sleep 0.05; done")
+    tree.simple(
+        "slow", f"trap 'sleep 0.4; exit 0' TERM; {stamp(rec, 'up')}; while :; do sleep 0.05; done"
+    )
     mgr = svmgr(args=BARE)
     pid = mgr.wait_state("slow", "running")["pid"]
     wait_stamps(rec, ["up"])
@@ -224,9 +236,21 @@ def test_unprivileged_manager_trusts_its_own_user(public_dir):
     os.chown(run, 65534, 65534)
     log = open(public_dir / "svmgr.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [*NOBODY, sys.executable, "-m", "dynamod.svmgr.main", "--config-dir", str(etc),
-         "--runtime-dir", str(run), *BARE],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd="/",
+        [
+            *NOBODY,
+            sys.executable,
+            "-m",
+            "dynamod.svmgr.main",
+            "--config-dir",
+            str(etc),
+            "--runtime-dir",
+            str(run),
+            *BARE,
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        cwd="/",
         env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
     )
     log.close()
@@ -237,7 +261,9 @@ def test_unprivileged_manager_trusts_its_own_user(public_dir):
             assert proc.poll() is None, (public_dir / "svmgr.log").read_text()
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        results = run_client_as_nobody(sock, [["StartService", {"name": "web"}], ["StopService", {"name": "web"}]])
+        results = run_client_as_nobody(
+            sock, [["StartService", {"name": "web"}], ["StopService", {"name": "web"}]]
+        )
         assert [r[0] for r in results] == ["ok", "ok"]
         # Root may do everything too.
         with Client(sock) as c:

@@ -34,7 +34,9 @@ def started(rec, *names):
     return wait_stamps(rec, [n + " start" for n in names])
 
 
-def test_stopping_a_required_dependency_stops_dependents_first_and_they_come_back(tree, svmgr, tmp_path):
+def test_stopping_a_required_dependency_stops_dependents_first_and_they_come_back(
+    tree, svmgr, tmp_path
+):
     rec = tmp_path / "rec"
     tree.simple("db", recording(rec, "db"))
     tree.simple("app", recording(rec, "app", 0.2), extra=deps(requires=["db"]))
@@ -79,7 +81,11 @@ def test_failure_of_a_running_dependency_stops_and_restarts_dependents(tree, svm
 
 def test_failed_dependency_blocks_until_it_is_started_again(tree, svmgr, tmp_path):
     flag = tmp_path / "ok"
-    tree.simple("db", f"[ -e {flag} ] || exit 1; exec sleep 1000", extra='[restart]\npolicy = "transient"\nmax-restarts = 0\n')
+    tree.simple(
+        "db",
+        f"[ -e {flag} ] || exit 1; exec sleep 1000",
+        extra='[restart]\npolicy = "transient"\nmax-restarts = 0\n',
+    )
     tree.simple("app", extra=deps(requires=["db"]))
     mgr = svmgr(args=BARE)
     assert mgr.wait_state("db", "failed")["reason"] == "exited 1; gave up after 0 restarts in 1m"
@@ -100,9 +106,18 @@ def test_wants_is_soft(tree, svmgr):
 def test_wants_and_after_order_the_start(tree, svmgr, tmp_path):
     rec = tmp_path / "rec"
     tree.simple("first", f"sleep 0.3; {stamp(rec, 'first done')}", type="oneshot")
-    tree.simple("second", f"sleep 0.2; {stamp(rec, 'second done')}", type="oneshot", extra=deps(before=["third"]))
-    tree.simple("third", f"{stamp(rec, 'third start')}", type="oneshot", extra=deps(after=["first"]))
-    tree.simple("fourth", f"{stamp(rec, 'fourth start')}", type="oneshot", extra=deps(wants=["first"]))
+    tree.simple(
+        "second",
+        f"sleep 0.2; {stamp(rec, 'second done')}",
+        type="oneshot",
+        extra=deps(before=["third"]),
+    )
+    tree.simple(
+        "third", f"{stamp(rec, 'third start')}", type="oneshot", extra=deps(after=["first"])
+    )
+    tree.simple(
+        "fourth", f"{stamp(rec, 'fourth start')}", type="oneshot", extra=deps(wants=["first"])
+    )
     mgr = svmgr(args=BARE)
     for n in ("third", "fourth"):
         mgr.wait_state(n, "exited")
@@ -196,8 +211,11 @@ def test_required_dependency_restarting_makes_start_wait(tree, svmgr, tmp_path):
     # db crashed and waits out its restart delay; starting app (which
     # requires it) waits for db instead of failing.
     trigger = tmp_path / "t"
-    tree.simple("db", f"while [ ! -e {trigger} ]; do sleep 0.05; done; rm -f {trigger}; exit 1",
-                extra='[restart]\ndelay = "500ms"\n')
+    tree.simple(
+        "db",
+        f"while [ ! -e {trigger} ]; do sleep 0.05; done; rm -f {trigger}; exit 1",
+        extra='[restart]\ndelay = "500ms"\n',
+    )
     tree.simple("app", enabled=False, extra=deps(requires=["db"]))
     mgr = svmgr(args=BARE)
     mgr.wait_state("db", "running")
@@ -219,7 +237,9 @@ def test_ordering_on_a_service_that_stays_down_does_not_wait(tree, svmgr):
     mgr.wait_state("done", "stopped")
     time.sleep(0.1)
     t0 = time.monotonic()
-    assert mgr.request("StartService", {"name": "later"}, timeout=5)["service"]["state"] == "running"
+    assert (
+        mgr.request("StartService", {"name": "later"}, timeout=5)["service"]["state"] == "running"
+    )
     assert time.monotonic() - t0 < 1
 
 
@@ -228,8 +248,12 @@ def test_released_while_restarting_does_not_strand_services_ordered_after_it(tre
     # later (ordered after lib) is started and waits for it; then app stops,
     # releasing lib, which will not come back: later must go on.
     trigger = tmp_path / "t"
-    tree.simple("lib", f"while [ ! -e {trigger} ]; do sleep 0.05; done; exit 1", enabled=False,
-                extra='[restart]\ndelay = "2s"\n')
+    tree.simple(
+        "lib",
+        f"while [ ! -e {trigger} ]; do sleep 0.05; done; exit 1",
+        enabled=False,
+        extra='[restart]\ndelay = "2s"\n',
+    )
     tree.simple("app", extra=deps(wants=["lib"]))
     tree.simple("later", enabled=False, extra=deps(after=["lib"]))
     mgr = svmgr(args=BARE)
@@ -239,7 +263,9 @@ def test_released_while_restarting_does_not_strand_services_ordered_after_it(tre
     import threading
 
     result = {}
-    t = threading.Thread(target=lambda: result.update(mgr.request("StartService", {"name": "later"}, timeout=10)))
+    t = threading.Thread(
+        target=lambda: result.update(mgr.request("StartService", {"name": "later"}, timeout=10))
+    )
     t.start()
     try:
         mgr.wait_state("later", "pending")
@@ -249,3 +275,15 @@ def test_released_while_restarting_does_not_strand_services_ordered_after_it(tre
     finally:
         t.join(10)
     assert result["service"]["state"] == "running"
+
+
+def test_restart_does_not_change_activation(tree, svmgr):
+    tree.simple("lib", enabled=False)
+    tree.simple("app", extra=deps(requires=["lib"]))
+    mgr = svmgr(args=BARE)
+    old = mgr.wait_state("lib", "running")["pid"]
+    reply = mgr.request("RestartService", {"name": "lib"})["service"]
+    assert reply["pid"] != old and reply["explicit"] is False
+    mgr.wait_state("app", "running")
+    mgr.request("StopService", {"name": "app"})
+    mgr.wait_state("lib", "stopped")

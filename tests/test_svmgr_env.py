@@ -25,7 +25,7 @@ def run_oneshot(tree, svmgr, script, env=None, **keys):
 
 def test_environment_and_environment_files(tree, svmgr, tmp_path):
     env1 = tmp_path / "env1"
-    env1.write_text("# comment\nFROM_FILE=one\nSHARED=file\n\nexport QUOTED=\"a b\"\n")
+    env1.write_text('# comment\nFROM_FILE=one\nSHARED=file\n\nexport QUOTED="a b"\n')
     env2 = tmp_path / "env2"
     env2.write_text("SECOND='two'\nFROM_FILE=overridden\n")
     _, lines = run_oneshot(
@@ -40,7 +40,9 @@ def test_environment_and_environment_files(tree, svmgr, tmp_path):
 
 def test_manager_environment_does_not_leak_into_services(tree, svmgr):
     env = dict(os.environ, DYNAMOD_TEST_SECRET="leaked", LANG="C.UTF-8")
-    _, lines = run_oneshot(tree, svmgr, 'echo "secret=${DYNAMOD_TEST_SECRET-unset} lang=$LANG path=$PATH"', env=env)
+    _, lines = run_oneshot(
+        tree, svmgr, 'echo "secret=${DYNAMOD_TEST_SECRET-unset} lang=$LANG path=$PATH"', env=env
+    )
     line = next(x for x in lines if x.startswith("secret="))
     assert line.startswith("secret=unset lang=C.UTF-8 path=")
     assert line.split("path=", 1)[1]
@@ -110,11 +112,11 @@ def test_executable_is_looked_up_in_path(tree, svmgr, tmp_path):
     del path
     tree.service(
         "sleeper",
-        '''
+        """
         [service]
         name = "sleeper"
         exec = ["sleep", "1000"]
-        ''',
+        """,
     )
     mgr = svmgr(args=BARE)
     assert mgr.wait_state("probe", ["exited", "failed"])["state"] == "exited"
@@ -139,7 +141,10 @@ def test_logs_keep_lines_across_restarts_and_can_be_tailed(tree, svmgr):
     mgr = svmgr(args=BARE)
     mgr.wait_state("chatty", "exited")
     mgr.wait_logs("chatty", "line 5")
-    assert [t for _, t in mgr.request("GetLogs", {"name": "chatty", "lines": 2})["lines"]] == ["line 4", "line 5"]
+    assert [t for _, t in mgr.request("GetLogs", {"name": "chatty", "lines": 2})["lines"]] == [
+        "line 4",
+        "line 5",
+    ]
     mgr.request("RestartService", {"name": "chatty"})
     mgr.wait_for(lambda: mgr.logs("chatty").count("line 5") == 2, what="second run's output")
 

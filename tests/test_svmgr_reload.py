@@ -178,7 +178,9 @@ def test_supervisors_reload(tree, svmgr):
     # ...which now applies its new strategy.
     os.kill(pids["a1"], signal.SIGKILL)
     mgr.wait_for(
-        lambda: all(mgr.status(n)["state"] == "running" and mgr.status(n)["pid"] != pids[n] for n in pids),
+        lambda: all(
+            mgr.status(n)["state"] == "running" and mgr.status(n)["pid"] != pids[n] for n in pids
+        ),
         what="one-for-all restart",
     )
 

@@ -84,7 +84,9 @@ def test_restart_delay_never_blocks_the_manager(tree, svmgr, tmp_path):
     assert time.monotonic() - t0 < 1.0
     assert mgr.status("crashy")["state"] == "restarting"
     # The delay itself is honoured.
-    mgr.wait_for(lambda: mgr.status("crashy")["state"] != "restarting", timeout=6, what="delay over")
+    mgr.wait_for(
+        lambda: mgr.status("crashy")["state"] != "restarting", timeout=6, what="delay over"
+    )
     assert time.monotonic() - t_down >= 1.8
 
 
@@ -109,7 +111,9 @@ def test_restarts_outside_the_window_do_not_count(tree, svmgr, tmp_path):
         extra=restart("permanent", max_restarts=1, window="300ms"),
     )
     mgr = svmgr(args=BARE)
-    mgr.wait_for(lambda: runs.exists() and runs.read_text().count("run") >= 4, timeout=10, what="4 runs")
+    mgr.wait_for(
+        lambda: runs.exists() and runs.read_text().count("run") >= 4, timeout=10, what="4 runs"
+    )
     assert mgr.status("crashy")["state"] != "failed"
 
 
@@ -127,7 +131,11 @@ def test_explicit_start_after_giving_up_resets_the_count(tree, svmgr, tmp_path):
 
 def test_explicit_stop_during_restart_delay_wins(tree, svmgr, tmp_path):
     runs = tmp_path / "runs"
-    tree.simple("crashy", f"echo run >> {runs}; sleep 0.1; exit 1", extra=restart("permanent", delay="600ms"))
+    tree.simple(
+        "crashy",
+        f"echo run >> {runs}; sleep 0.1; exit 1",
+        extra=restart("permanent", delay="600ms"),
+    )
     mgr = svmgr(args=BARE)
     mgr.wait_state("crashy", "restarting", timeout=5)
     t0 = time.monotonic()
@@ -169,7 +177,9 @@ def test_repeated_crashes_restart_one_instance_each_time(tree, svmgr, tmp_path):
     mgr = svmgr(args=BARE)
 
     def recorded(pid):
-        mgr.wait_for(lambda: runs.exists() and str(pid) in runs.read_text().split(), what=f"{pid} recorded")
+        mgr.wait_for(
+            lambda: runs.exists() and str(pid) in runs.read_text().split(), what=f"{pid} recorded"
+        )
 
     recorded(mgr.wait_state("svc", "running")["pid"])
     recorded(kill_and_wait_new_pid(mgr, "svc")["pid"])
@@ -183,8 +193,11 @@ def test_repeated_crashes_restart_one_instance_each_time(tree, svmgr, tmp_path):
 
 def test_explicit_start_cuts_the_restart_delay_short(tree, svmgr, tmp_path):
     runs = tmp_path / "runs"
-    tree.simple("svc", f"echo run >> {runs}; [ $(wc -l < {runs}) -ge 2 ] || exit 1; exec sleep 1000",
-                extra=restart("permanent", delay="5s"))
+    tree.simple(
+        "svc",
+        f"echo run >> {runs}; [ $(wc -l < {runs}) -ge 2 ] || exit 1; exec sleep 1000",
+        extra=restart("permanent", delay="5s"),
+    )
     mgr = svmgr(args=BARE)
     mgr.wait_state("svc", "restarting")
     t0 = time.monotonic()
@@ -200,7 +213,9 @@ def test_start_while_stopping_starts_again_once_down(tree, svmgr, tmp_path):
     import threading
 
     rec = tmp_path / "rec"
-    tree.simple("svc", f"trap 'sleep 0.4; exit 0' TERM; {stamp(rec, 'up')}; while :; do sleep 0.05; done")
+    tree.simple(
+        "svc", f"trap 'sleep 0.4; exit 0' TERM; {stamp(rec, 'up')}; while :; do sleep 0.05; done"
+    )
     mgr = svmgr(args=BARE)
     old = mgr.wait_state("svc", "running")["pid"]
     wait_stamps(rec, ["up"])
@@ -222,8 +237,12 @@ def test_explicit_stop_of_a_member_while_its_group_restarts(tree, svmgr, tmp_pat
     rec = tmp_path / "rec"
     tree.supervisor("grp", '[supervisor]\nname = "grp"\nstrategy = "one-for-all"\n')
     tree.simple("crashy", supervisor="grp", extra=restart("permanent", delay="1s"))
-    tree.simple("slow", f"trap 'sleep 0.4; exit 0' TERM; {stamp(rec, 'up')}; while :; do sleep 0.05; done",
-                supervisor="grp", extra=restart("permanent", delay="1s"))
+    tree.simple(
+        "slow",
+        f"trap 'sleep 0.4; exit 0' TERM; {stamp(rec, 'up')}; while :; do sleep 0.05; done",
+        supervisor="grp",
+        extra=restart("permanent", delay="1s"),
+    )
     mgr = svmgr(args=BARE)
     crashy = mgr.wait_state("crashy", "running")["pid"]
     mgr.wait_state("slow", "running")
@@ -246,8 +265,12 @@ def test_explicit_restart_during_a_group_restart_does_not_stall_it(tree, svmgr, 
     rec = tmp_path / "rec"
     tree.supervisor("grp", '[supervisor]\nname = "grp"\nstrategy = "one-for-all"\n')
     tree.simple("crashy", supervisor="grp", extra=restart("permanent", delay="300ms"))
-    tree.simple("slow", f"trap 'sleep 0.3; exit 0' TERM; {stamp(rec, 'up')}; while :; do sleep 0.05; done",
-                supervisor="grp", extra=restart("permanent", delay="300ms"))
+    tree.simple(
+        "slow",
+        f"trap 'sleep 0.3; exit 0' TERM; {stamp(rec, 'up')}; while :; do sleep 0.05; done",
+        supervisor="grp",
+        extra=restart("permanent", delay="300ms"),
+    )
     mgr = svmgr(args=BARE)
     crashy = mgr.wait_state("crashy", "running")["pid"]
     slow = mgr.wait_state("slow", "running")["pid"]

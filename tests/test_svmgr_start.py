@@ -46,14 +46,37 @@ def test_start_states_are_visible_to_subscribers(tree, svmgr):
 @pytest.mark.parametrize(
     ("service_keys", "extra", "reason"),
     [
-        ({"exec_override": ["/nonexistent/bin/daemon"]}, "", "executable /nonexistent/bin/daemon not found"),
-        ({"exec_override": ["no-such-program-dynamod"]}, "", "executable 'no-such-program-dynamod' not found in PATH"),
+        (
+            {"exec_override": ["/nonexistent/bin/daemon"]},
+            "",
+            "executable /nonexistent/bin/daemon not found",
+        ),
+        (
+            {"exec_override": ["no-such-program-dynamod"]},
+            "",
+            "executable 'no-such-program-dynamod' not found in PATH",
+        ),
         ({"workdir": "/nonexistent/dir"}, "", "working directory /nonexistent/dir does not exist"),
-        ({}, '[service.user]\nuser = "no-such-user-dynamod"\n', "unknown user 'no-such-user-dynamod'"),
+        (
+            {},
+            '[service.user]\nuser = "no-such-user-dynamod"\n',
+            "unknown user 'no-such-user-dynamod'",
+        ),
         ({}, '[service.user]\nuser = "nobody"\ngroup = "no-such-group-dynamod"\n', "unknown group"),
-        ({"environment_file": "/nonexistent/env"}, "", "environment file /nonexistent/env not found"),
+        (
+            {"environment_file": "/nonexistent/env"},
+            "",
+            "environment file /nonexistent/env not found",
+        ),
     ],
-    ids=["missing-executable", "not-in-path", "bad-workdir", "unknown-user", "unknown-group", "missing-env-file"],
+    ids=[
+        "missing-executable",
+        "not-in-path",
+        "bad-workdir",
+        "unknown-user",
+        "unknown-group",
+        "missing-env-file",
+    ],
 )
 def test_spawn_failure_is_a_failure_never_ready(tree, svmgr, service_keys, extra, reason):
     keys = dict(service_keys)
@@ -81,7 +104,9 @@ def test_spawn_failure_is_a_failure_never_ready(tree, svmgr, service_keys, extra
 
 def test_spawn_failure_under_permanent_policy_retries_then_gives_up(tree, svmgr):
     path = tree.simple("bad", extra='[restart]\ndelay = "100ms"\nmax-restarts = 2\n')
-    path.write_text(path.read_text().replace('exec = ["/bin/sh", "-c", ', 'exec = ["/nonexistent/x", '))
+    path.write_text(
+        path.read_text().replace('exec = ["/bin/sh", "-c", ', 'exec = ["/nonexistent/x", ')
+    )
     mgr = svmgr(args=BARE)
     info = mgr.wait_state("bad", "failed", timeout=5)
     assert "spawn failed" in info["reason"]
@@ -118,7 +143,9 @@ def test_blocked_services_are_reported_transitively_and_ordering_dependents_star
 def test_dependents_start_only_after_requires_are_ready_and_in_parallel(tree, svmgr, tmp_path):
     rec = tmp_path / "rec"
     loop = "trap 'exit 0' TERM; while :; do sleep 0.1; done"
-    tree.simple("base", f"{stamp(rec, 'base start')}; sleep 0.4; {stamp(rec, 'base ready')}", type="oneshot")
+    tree.simple(
+        "base", f"{stamp(rec, 'base start')}; sleep 0.4; {stamp(rec, 'base ready')}", type="oneshot"
+    )
     for name in ("x", "y", "z"):
         tree.simple(name, f"{stamp(rec, name + ' start')}; {loop}", extra=deps(requires=["base"]))
     tree.simple("free", f"{stamp(rec, 'free start')}; {loop}")
@@ -139,8 +166,12 @@ def test_dependents_start_only_after_requires_are_ready_and_in_parallel(tree, sv
 def test_start_pulls_in_required_dependencies_first(tree, svmgr, tmp_path):
     rec = tmp_path / "rec"
     tree.simple("db", f"sleep 0.3; {stamp(rec, 'db ready')}", type="oneshot", enabled=False)
-    tree.simple("web", f"{stamp(rec, 'web start')}; exec sleep 1000", enabled=False,
-                extra=deps(requires=["db"]))
+    tree.simple(
+        "web",
+        f"{stamp(rec, 'web start')}; exec sleep 1000",
+        enabled=False,
+        extra=deps(requires=["db"]),
+    )
     mgr = svmgr(args=BARE)
     assert mgr.status("db")["state"] == "stopped"
     t0 = time.monotonic()

@@ -72,7 +72,9 @@ def test_start_of_a_running_service_is_a_no_op(tree, svmgr):
     reply = mgr.request("StartService", {"name": "web"})["service"]
     assert reply["pid"] == pid
     assert reply["state"] == "running"
-    assert [t for t in mgr.transitions("web") if t[2] == "starting"] == [("web", "pending", "starting", "")]
+    assert [t for t in mgr.transitions("web") if t[2] == "starting"] == [
+        ("web", "pending", "starting", "")
+    ]
 
 
 PROBE = (
@@ -243,8 +245,11 @@ def test_stop_kills_the_whole_process_group(tree, svmgr, tmp_path):
 
 def test_shutdown_uses_the_same_stop_path(tree, svmgr, tmp_path):
     rec = tmp_path / "rec"
-    tree.simple("stubborn", f"trap '' TERM; {up(rec)}; while :; do sleep 0.05; done",
-                extra='[shutdown]\nstop-timeout = "300ms"\n')
+    tree.simple(
+        "stubborn",
+        f"trap '' TERM; {up(rec)}; while :; do sleep 0.05; done",
+        extra='[shutdown]\nstop-timeout = "300ms"\n',
+    )
     mgr = svmgr(args=BARE)
     pid = mgr.wait_state("stubborn", "running")["pid"]
     wait_stamps(rec, ["up"])
@@ -252,7 +257,12 @@ def test_shutdown_uses_the_same_stop_path(tree, svmgr, tmp_path):
     assert mgr.stop() == 0
     assert time.monotonic() - t0 < 3
     assert not pid_alive(pid)
-    assert ("stubborn", "stopping", "stopped", "killed after stop timeout (300ms)") in mgr.transitions("stubborn")
+    assert (
+        "stubborn",
+        "stopping",
+        "stopped",
+        "killed after stop timeout (300ms)",
+    ) in mgr.transitions("stubborn")
 
 
 def test_shutdown_stops_independent_services_in_parallel(tree, svmgr, tmp_path):
@@ -303,3 +313,24 @@ def test_requests_during_shutdown_are_refused(tree, svmgr, tmp_path):
         mgr.request("StartService", {"name": "other"})
     assert "shutting down" in exc.value.message
     assert mgr.wait_exit() == 0
+
+
+def test_shutdown_during_restart_delay_and_pending_starts(tree, svmgr, tmp_path):
+    pidfile = tmp_path / "setup.pid"
+    tree.simple("crashy", "exit 1", extra='[restart]\ndelay = "5s"\n')
+    tree.simple("setup", f"echo $$ > {pidfile}; exec sleep 100", type="oneshot")
+    tree.simple("app", extra=deps(requires=["setup"]))
+    mgr = svmgr(args=BARE)
+    mgr.wait_state("crashy", "restarting")
+    mgr.wait_state("setup", "starting")
+    assert mgr.status("app")["state"] == "pending"
+    mgr.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="setup's pid")
+    t0 = time.monotonic()
+    assert mgr.stop() == 0
+    assert time.monotonic() - t0 < 3
+    assert not pid_alive(int(pidfile.read_text()))
+    final = {}
+    for name, _old, new, _reason in mgr.transitions():
+        final[name] = new
+    assert final == {"crashy": "stopped", "setup": "stopped", "app": "stopped"}
+    assert ("app", "pending", "starting", "") not in mgr.transitions("app")

@@ -101,7 +101,7 @@ def test_one_for_all_restarts_every_child_in_dependency_order(tree, svmgr, tmp_p
     # The survivors are down (in parallel: neither depends on the other)
     # before anything is started again, then all start in dependency order.
     log = [(n, new) for n, _old, new, _r in mgr.transitions() if n in CHAIN]
-    restart = log[log.index(("m-second", "restarting")):]
+    restart = log[log.index(("m-second", "restarting")) :]
     first_pending = restart.index(next(x for x in restart if x[1] == "pending"))
     assert {n for n, new in restart[:first_pending] if new == "restarting"} == set(CHAIN)
     assert [n for n, new in restart if new == "starting"] == list(CHAIN)
@@ -222,7 +222,10 @@ def test_root_supervisor_failure_stops_everything_and_exits_3(tree, svmgr, tmp_p
     rec = tmp_path / "rec"
     tree.supervisor("root", '[supervisor]\nname = "root"\n[restart]\nmax-restarts = 1\n')
     tree.simple("crashy", "sleep 0.2; exit 1", extra=FAST)
-    tree.simple("steady", f"trap '{stamp(rec, 'steady term')}; exit 0' TERM; {stamp(rec, 'steady up')}; while :; do sleep 0.05; done")
+    tree.simple(
+        "steady",
+        f"trap '{stamp(rec, 'steady term')}; exit 0' TERM; {stamp(rec, 'steady up')}; while :; do sleep 0.05; done",
+    )
     mgr = svmgr(args=BARE)
     steady = mgr.wait_state("steady", "running")["pid"]
     wait_stamps(rec, ["steady up"])

@@ -48,7 +48,9 @@ def test_oneshot_is_ready_when_it_exits_zero(tree, svmgr, tmp_path):
 
 
 def test_oneshot_failure_fails_and_blocks_dependents(tree, svmgr):
-    tree.simple("setup", "echo broken; exit 1", type="oneshot", extra='[restart]\npolicy = "temporary"\n')
+    tree.simple(
+        "setup", "echo broken; exit 1", type="oneshot", extra='[restart]\npolicy = "temporary"\n'
+    )
     tree.simple("app", extra='[dependencies]\nrequires = ["setup"]\n')
     mgr = svmgr(args=BARE)
     info = mgr.wait_state("setup", "failed")
@@ -161,16 +163,26 @@ def test_forking_daemon_restarts_under_permanent_policy(tree, svmgr, tmp_path):
 
 
 def test_forking_start_process_failure_is_a_failure(tree, svmgr):
-    tree.simple("daemon", "exit 4", type="forking", pid_file="/nonexistent/x.pid",
-                extra='[restart]\npolicy = "temporary"\n')
+    tree.simple(
+        "daemon",
+        "exit 4",
+        type="forking",
+        pid_file="/nonexistent/x.pid",
+        extra='[restart]\npolicy = "temporary"\n',
+    )
     mgr = svmgr(args=BARE)
     assert mgr.wait_state("daemon", "failed")["reason"] == "start process exited 4"
 
 
 def test_forking_without_pid_file_written_fails(tree, svmgr, tmp_path):
     pidfile = tmp_path / "never.pid"
-    tree.simple("daemon", "exit 0", type="forking", pid_file=str(pidfile),
-                extra='[restart]\npolicy = "temporary"\n')
+    tree.simple(
+        "daemon",
+        "exit 0",
+        type="forking",
+        pid_file=str(pidfile),
+        extra='[restart]\npolicy = "temporary"\n',
+    )
     mgr = svmgr(args=BARE)
     info = mgr.wait_state("daemon", "failed")
     assert info["reason"] == f"pid file {pidfile} missing or invalid after start"
@@ -190,7 +202,10 @@ def test_forking_pid_file_naming_a_dead_pid_fails(tree, svmgr, tmp_path):
     mgr = svmgr(args=BARE)
     info = mgr.wait_state("daemon", ["failed", "stopped"])
     assert info["state"] == "failed"
-    assert info["reason"] == f"pid file {pidfile} names PID {int(pidfile.read_text())}, which is not running"
+    assert (
+        info["reason"]
+        == f"pid file {pidfile} names PID {int(pidfile.read_text())}, which is not running"
+    )
     assert "running" not in [new for _n, _o, new, _r in mgr.transitions("daemon")]
 
 

@@ -111,6 +111,12 @@ class Daemon:
             spawn_task(self.shutdown("exit"))
 
         manager.on_root_failure = root_failed
+        from dynamod.svmgr.adopt import StateKeeper
+
+        keeper = StateKeeper(manager)
+        if self.link is not None:
+            # init restarted us: services of the previous svmgr may still run.
+            keeper.adopt()
         control = Control(manager, self.load, self.shutdown)
         server = ControlServer(os.path.join(self.runtime_dir, "control.sock"), control.handle, log=log)
         await server.start()

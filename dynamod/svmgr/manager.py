@@ -12,9 +12,14 @@ Vocabulary:
   reverse.
 * *desired* (``closure``): services that are explicitly active plus whatever
   they require or want, transitively (Dinit's activation); a service leaving
-  the closure is released (stopped).
+  the closure is released (stopped). ``start`` makes a service explicit;
+  ``stop`` clears that and *holds* it down (nothing pulls it in; what
+  requires it is blocked) until it is started again; ``restart`` of an up
+  service keeps its activation.
 * *frontier*: a starting service is ``pending`` with ``waiting_on`` = its
-  unmet dependencies; it is spawned when that set empties. Readiness of a
+  unmet dependencies: its ``requires``, and ordering dependencies that are
+  starting anyway (one that stays down is no reason to wait).
+  It is spawned when that set empties. Readiness of a
   service removes it from its dependents' sets. No recursion over the graph:
   every walk below uses an explicit stack or queue.
 * *stop order*: a stopping service waits (``stop_wait``) until every
@@ -1076,7 +1081,15 @@ class Manager:
         if self.shutting_down:
             raise OperationFailed("the system is shutting down")
         s.explicit = True
-        s.held = False
+        # Starting a service says its requirements are wanted too, even ones
+        # stopped explicitly before (as ``systemctl start`` would).
+        stack, seen = [name], set()
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                self.services[n].held = False
+                stack.extend(self.requires[n])
         if s.state in st.UP:
             self.closure = self._compute_closure()
             return s
@@ -1116,9 +1129,15 @@ class Manager:
 
     async def restart(self, name: str) -> Service:
         s = self.get(name)
+        if self.shutting_down:
+            raise OperationFailed("the system is shutting down")
         if s.state not in st.ALIVE and s.state != st.EXITED:
             return await self.start(name)
-        s.explicit = True
+        # A restart leaves activation alone (a service that is up only
+        # because something needs it stays released with it), unless it
+        # was on its way down: then it is a start.
+        if s.held or name not in self.closure:
+            s.explicit = True
         s.held = False
         self.closure = self._compute_closure()
         seen_down = False
@@ -1231,6 +1250,20 @@ class Manager:
             if n not in self.closure
             and (s.state in st.ALIVE or s.state in (st.EXITED, st.PENDING, st.RESTARTING))
         ]
+
+    def adopt(self, s: Service, pid: int | None, main_pid: int | None) -> None:
+        """Take over a service the previous svmgr ran (see adopt.py): a
+        finished oneshot (``pid`` None) or a running process."""
+        s.generation += 1
+        if pid is None:
+            self._set_state(s, st.EXITED)
+            return
+        s.pid = pid
+        s._main_pid = main_pid if main_pid != pid else None
+        self._set_state(s, st.RUNNING)
+
+    def adopted_exit(self, s: Service, gen: int, pid: int, status: int) -> None:
+        self._on_exit(s, gen, pid, status)
 
     def orphans_exited(self, exits: list[tuple[int, int]]) -> None:
         """Exit statuses init reaped for us (processes reparented to it)."""

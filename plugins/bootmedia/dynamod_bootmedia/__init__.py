@@ -1,1 +1,2 @@
-"""dynamod-bootmedia: see README.md of this distribution."""
+"""dynamod-bootmedia: Phase A (disk and live roots), boot images and a QEMU
+test harness; see README.md of this distribution and docs/bootmedia.md."""

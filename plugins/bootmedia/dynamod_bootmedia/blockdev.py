@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import struct
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -108,17 +106,14 @@ def parse_blkid(text: str) -> dict[str, dict[str, str]]:
 
 
 def run_blkid(devices: list[str]) -> str:
-    exe = shutil.which("blkid") or next(
-        (p for p in ("/bin/busybox", "/usr/bin/busybox") if os.access(p, os.X_OK)), None
-    )
+    """blkid's output for ``devices`` ("" when there is no blkid)."""
+    from dynamod_bootmedia import spawn
+
+    exe = spawn.find("blkid")
     if exe is None:
         return ""
-    argv = [exe] if not exe.endswith("busybox") else [exe, "blkid"]
-    try:
-        res = subprocess.run(argv + devices, capture_output=True, text=True, timeout=10, errors="replace")
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return res.stdout
+    _status, out = spawn.run([exe, *devices], timeout=10)
+    return out
 
 
 # ---------------------------------------------------------------- probing
@@ -271,7 +266,7 @@ def resolve(spec: str, tree: DevTree | None = None) -> str | None:
     if tree.blkid is not None and names:
         nodes = {n: device_node(tree, n) for n in names}
         by_path = parse_blkid(tree.blkid([p for p in nodes.values() if p]))
-        for n, p in nodes.items():
+        for p in nodes.values():
             if p and _matches(key, value, by_path.get(p, {}).get(key)):
                 return p
     if tree.probe:

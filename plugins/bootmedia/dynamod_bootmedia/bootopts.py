@@ -39,6 +39,7 @@ class BootOptions:
     squashfs: str = DEFAULT_SQUASHFS
     overlay: bool = True
     emergency: bool = False
+    modules: tuple[str, ...] = ()  # dynamod.modules=a,b: load these too
 
     @property
     def handled(self) -> bool:
@@ -99,6 +100,8 @@ def parse(cmdline: dict[str, str]) -> BootOptions:
         kw["squashfs"] = "/" + path.lstrip("/")
     if "dynamod.overlay" in cmdline:
         kw["overlay"] = _flag("dynamod.overlay", cmdline["dynamod.overlay"])
+    if cmdline.get("dynamod.modules"):
+        kw["modules"] = tuple(m for m in cmdline["dynamod.modules"].split(",") if m)
     if "dynamod.emergency" in cmdline:
         kw["emergency"] = cmdline["dynamod.emergency"] == "1"
     return BootOptions(**kw)  # type: ignore[arg-type]

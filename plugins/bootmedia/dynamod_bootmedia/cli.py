@@ -70,7 +70,9 @@ def _vm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=float(os.environ.get("DYNAMOD_VM_TIMEOUT", 120)),
                    help="test: seconds before the boot is killed (default 120)")
     p.add_argument("--no-build", action="store_true", help="use the images as they are")
-    p.add_argument("--snapshot", action="store_true", help="disk: discard the guest's writes")
+    p.add_argument("--persist", action="store_true",
+                   help="disk: keep the guest's writes in the disk image (default: discard them, "
+                   "so the built image stays as built)")
 
 
 def _boot_spec(args: argparse.Namespace, images):  # type: ignore[no-untyped-def]
@@ -80,7 +82,7 @@ def _boot_spec(args: argparse.Namespace, images):  # type: ignore[no-untyped-def
     return vm.BootSpec(
         images=images, media=media, root_by=args.root_by, read_only=args.ro,
         overlay=not args.no_overlay, append=[w for a in args.append for w in a.split()],
-        memory=args.memory, snapshot=args.snapshot,
+        memory=args.memory, snapshot=not args.persist,
     )
 
 

@@ -13,9 +13,11 @@ and powers the machine off with ``dynamodctl shutdown poweroff`` (unless
 ``dynamod.test.poweroff=0``).
 
 Parameters: ``dynamod.test.wait=a,b`` (services that must be up; default:
-every service but this one that is not failed), ``dynamod.test.timeout=S``
-(default 60), ``dynamod.test.token=T`` (written to
-/var/lib/vmtest/token, for the harness to find on the disk afterwards).
+until no service is pending or starting), ``dynamod.test.timeout=S``
+(default 60), ``dynamod.test.token=T`` (written to /var/lib/vmtest/token,
+for the harness to find on the disk afterwards), ``dynamod.test.python=1``
+(also time the interpreter's start-up and imports in the guest),
+``dynamod.test.poweroff=0`` (stay up).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def read_cmdline() -> dict[str, str]:
 
 
 class Console:
-    def __init__(self, path: str = "/dev/console") -> None:
+    def __init__(self, path: str = os.environ.get("DYNAMOD_VMTEST_CONSOLE", "/dev/console")) -> None:
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
         except OSError:
@@ -163,8 +165,8 @@ BUILTIN: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("dynamodctl", check_dynamodctl),
     ("root", check_root),
     ("persist", check_persist),
-    ("python", check_python),
 ]
+OPTIONAL = {"python": check_python}  # dynamod.test.python=1
 
 
 def extra_checks(directory: str = CHECKS_DIR) -> list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]]:
@@ -182,7 +184,7 @@ def extra_checks(directory: str = CHECKS_DIR) -> list[tuple[str, Callable[[dict[
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            def broken(ctx: dict[str, Any], exc: Exception = exc) -> dict[str, Any]:
+            def broken(ctx: dict[str, Any], exc: Exception = exc, path: str = path) -> dict[str, Any]:
                 raise AssertionError(f"cannot load {path}: {exc}")
 
             out.append((name[:-3], broken))
@@ -197,7 +199,8 @@ def run(console: Console, cmdline: dict[str, str]) -> bool:
     ctx: dict[str, Any] = {"cmdline": cmdline, "test": cmdline.get("dynamod.test", "")}
     all_ok = True
     count = 0
-    for name, fn in [*BUILTIN, *extra_checks()]:
+    optional = [(n, fn) for n, fn in OPTIONAL.items() if cmdline.get(f"dynamod.test.{n}") == "1"]
+    for name, fn in [*BUILTIN, *optional, *extra_checks()]:
         count += 1
         started = time.monotonic()
         try:
@@ -229,6 +232,7 @@ def main() -> None:
     except Exception as exc:  # the harness must always get an answer
         console.emit(f"{PREFIX}-DONE", {"ok": False, "error": repr(exc), "uptime": uptime()})
     if cmdline.get("dynamod.test.poweroff", "1") != "0":
+        console.emit(f"{PREFIX}-POWEROFF", {"uptime": uptime()})
         res = ctl("shutdown", "poweroff")
         console.emit(f"{PREFIX}-SHUTDOWN", {"rc": res.returncode, "output": (res.stdout + res.stderr).strip(),
                                             "uptime": uptime()})

@@ -4,10 +4,12 @@
 The image builder carries the modules the boot media need plus everything
 they depend on (``modules.dep``) and writes a ``modules.dep`` for that
 subset, so busybox ``modprobe`` (which the kernel runs for on-demand
-requests such as ``crypto-crc32c``) works in the initramfs. Phase A loads
-the list in ``dynamod.load`` (written by the builder) itself, in dependency
-order, with ``finit_module(2)``: no process per module, and a precise error
-for each one.
+requests such as ``crypto-crc32c``) works in the initramfs. Phase A is our
+modprobe: it loads what the boot path needs (a disk root: the virtio disk
+and the file system; a live root: also the CD-ROM, loop, squashfs, overlay,
+iso9660/udf) in dependency order with ``finit_module(2)`` -- no process per
+module, a precise error for each one, and nothing loaded that this boot
+does not use (each module costs time under TCG).
 """
 
 from __future__ import annotations
@@ -15,30 +17,22 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-# What the boot media need, in load order (modules.dep adds the rest):
-# virtio disks and the PC's IDE CD-ROM, ext4 (crc32c is requested through
-# the crypto API, not modules.dep), loop + squashfs + overlay for the live
-# root, iso9660 / udf for the live media.
-MEDIA_MODULES = (
-    "virtio_pci",
-    "virtio_blk",
-    "ata_piix",
-    "sr_mod",
-    "crc32c_generic",
-    "ext4",
-    "loop",
-    "squashfs",
-    "overlay",
-    "isofs",
-    "udf",
-)
+# What each boot path needs (modules.dep adds the dependencies). The disks
+# of a VM are virtio; the live media a PC's IDE CD-ROM (or a virtio disk).
+BUS_MODULES = ("virtio_pci", "virtio_blk")
+LIVE_MODULES = ("ata_piix", "sr_mod", "loop", "squashfs", "overlay", "isofs", "udf")
+# ext4 asks the crypto API for crc32c (a request_module, not modules.dep).
+# Modules by file system type (a root=/dev/sr0 rootfstype=iso9660 needs
+# the CD-ROM too); other types load the module of the same name.
+FS_MODULES = {"ext4": ("crc32c_generic", "ext4"), "ext3": ("crc32c_generic", "ext4"),
+              "ext2": ("crc32c_generic", "ext4"), "iso9660": ("ata_piix", "sr_mod", "isofs"),
+              "udf": ("ata_piix", "sr_mod", "udf")}
+MEDIA_MODULES = (*BUS_MODULES, *LIVE_MODULES, "crc32c_generic", "ext4")
 # Carried but not loaded at boot (host directory sharing in test VMs).
 EXTRA_MODULES = ("9p", "9pnet_virtio")
-LOAD_LIST = "dynamod.load"
 SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 MODULE_INIT_COMPRESSED_FILE = 4
 SYS_finit_module = 313  # x86_64
@@ -125,11 +119,24 @@ class ModuleIndex:
         return order, missing
 
 
-def write_subset(index: ModuleIndex, moddir: str, paths: Iterable[str], dest: str,
-                 load: Iterable[str] = ()) -> int:
+def boot_modules(live: bool, fstypes: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
+    """The modules one boot path needs, in load order."""
+    names = list(BUS_MODULES)
+    if live:
+        names += LIVE_MODULES
+    else:
+        for fstype in fstypes:
+            names += FS_MODULES.get(fstype, (fstype,))
+    names += list(extra)
+    return list(dict.fromkeys(names))
+
+
+def write_subset(index: ModuleIndex, moddir: str, paths: Iterable[str], dest: str) -> int:
     """Copy the module files ``paths`` (relative to ``moddir``) to ``dest``
-    and write modules.dep (restricted to the subset), modules.builtin and
-    the ``dynamod.load`` list. Returns the bytes copied."""
+    and write modules.dep (restricted to the subset) and modules.builtin,
+    so that busybox modprobe works on the subset. Returns the bytes copied."""
+    import shutil
+
     paths = list(dict.fromkeys(paths))
     chosen = set(paths)
     total = 0
@@ -146,17 +153,7 @@ def write_subset(index: ModuleIndex, moddir: str, paths: Iterable[str], dest: st
     builtin = os.path.join(moddir, "modules.builtin")
     if os.path.exists(builtin):
         shutil.copyfile(builtin, os.path.join(dest, "modules.builtin"))
-    with open(os.path.join(dest, LOAD_LIST), "w", encoding="utf-8") as f:
-        f.write("".join(f"{n}\n" for n in load))
     return total
-
-
-def read_load_list(moddir: str) -> list[str] | None:
-    try:
-        with open(os.path.join(moddir, LOAD_LIST), encoding="utf-8") as f:
-            return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
-    except OSError:
-        return None
 
 
 def finit_module(path: str) -> None:

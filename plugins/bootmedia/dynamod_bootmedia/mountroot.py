@@ -23,13 +23,13 @@ the console and starts the emergency shell. Nothing waits without a bound.
 
 from __future__ import annotations
 
+import errno
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dynamod_bootmedia import blockdev, kmod, loopdev
+from dynamod_bootmedia import blockdev, kmod, loopdev, spawn
 from dynamod_bootmedia.bootopts import LIVE_MEDIA_FSTYPES, POLL_INTERVAL, BootOptions
 
 MS_RDONLY = 1
@@ -77,6 +77,9 @@ class Env:
     umount: Callable[..., None] = _default_umount
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
+    # What the live media may be (the tests add ext4: their host kernel
+    # may lack iso9660).
+    media_fstypes: tuple[str, ...] = LIVE_MEDIA_FSTYPES
     mounted: list[str] = field(default_factory=list)  # by us, in order
 
     @property
@@ -101,6 +104,11 @@ class Env:
 _said_no_modules = False
 
 
+def _why(exc: OSError) -> str:
+    """The reason alone (syscalls.mount's messages repeat source and target)."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
 def mount_points() -> list[str]:
     try:
         with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
@@ -111,20 +119,20 @@ def mount_points() -> list[str]:
 
 # ------------------------------------------------------------------ devices
 
-def prepare_devices(env: Env) -> None:
-    """devtmpfs on /dev (init mounts it; make sure), the media's kernel
-    modules, then ``mdev -s`` when busybox has it."""
+def prepare_devices(env: Env, opts: BootOptions) -> None:
+    """devtmpfs on /dev (init mounts it; make sure), the kernel modules this
+    boot path needs, then ``mdev -s`` when busybox has it."""
     global _said_no_modules
     dev = env.tree.dev
     if dev == "/dev" and "/dev" not in mount_points():
         try:
             env.mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755")
         except OSError as exc:
-            env.log(f"cannot mount devtmpfs on /dev: {exc.strerror or exc}")
+            env.log(f"cannot mount devtmpfs on /dev: {_why(exc)}")
     if env.load_modules:
         moddir = env.moddir or os.path.join("/lib/modules", os.uname().release)
         if os.path.isfile(os.path.join(moddir, "modules.dep")):
-            names = kmod.read_load_list(moddir) or list(kmod.MEDIA_MODULES)
+            names = kmod.boot_modules(opts.live, opts.fstypes, opts.modules)
             started = env.monotonic()
             loaded = kmod.load_modules(names, moddir, log=env.log)
             env.log(f"loaded {len(loaded)} kernel modules in {env.monotonic() - started:.2f}s"
@@ -133,21 +141,11 @@ def prepare_devices(env: Env) -> None:
             _said_no_modules = True
             env.log(f"no kernel modules at {moddir}: relying on the drivers built into the kernel")
     if env.mdev:
-        busybox = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if os.access(p, os.X_OK)), None)
-        if busybox and _has_applet(busybox, "mdev"):
-            try:
-                subprocess.run([busybox, "mdev", "-s"], timeout=30, check=False,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                env.log(f"mdev -s failed: {exc}")
-
-
-def _has_applet(busybox: str, applet: str) -> bool:
-    try:
-        out = subprocess.run([busybox, "--list"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return applet in out.split()
+        mdev = spawn.find("mdev")  # busybox's applet link, when it has mdev
+        if mdev:
+            status, _out = spawn.run([mdev, "-s"], timeout=30)
+            if status != 0:
+                env.log(f"mdev -s {'timed out' if status is None else f'exited {status}'}")
 
 
 def wait_for_device(spec: str, opts: BootOptions, env: Env, what: str) -> str:
@@ -187,7 +185,15 @@ def _mount_any(env: Env, device: str, target: str, fstypes: tuple[str, ...], fla
             env.do_mount(device, target, fstype, flags, data)
             return fstype
         except OSError as exc:
-            errors.append(f"{fstype}: {exc.strerror or exc}")
+            if exc.errno in (errno.EACCES, errno.EROFS) and not flags & MS_RDONLY:
+                # A write-protected device: mount it read-only, as the kernel does.
+                try:
+                    env.do_mount(device, target, fstype, flags | MS_RDONLY, data)
+                    env.log(f"{device} is write-protected: mounted read-only")
+                    return fstype
+                except OSError as exc2:
+                    exc = exc2
+            errors.append(f"{fstype}: {_why(exc)}")
     known = _supported_filesystems()
     missing = [t for t in fstypes if known and t not in known]
     hint = f" (the kernel does not know {', '.join(missing)}: module missing?)" if missing else ""
@@ -202,15 +208,12 @@ def mount_root(opts: BootOptions, newroot: str, env: Env | None = None) -> str:
     env = env or Env()
     _clean_previous_attempt(env, newroot)
     started = env.monotonic()
-    prepare_devices(env)
+    prepare_devices(env, opts)
     if opts.delay:
         env.log(f"rootdelay: waiting {opts.delay:g}s")
         env.sleep(opts.delay)
     try:
-        if opts.live:
-            what = mount_live(opts, newroot, env)
-        else:
-            what = mount_disk(opts, newroot, env)
+        what = mount_live(opts, newroot, env) if opts.live else mount_disk(opts, newroot, env)
     except BaseException:
         env.undo()
         raise
@@ -254,7 +257,7 @@ def mount_live(opts: BootOptions, newroot: str, env: Env) -> str:
     medium, rootfs, rw = (os.path.join(live, d) for d in ("medium", "rootfs", "rw"))
     if opts.media:
         device = wait_for_device(opts.media, opts, env, "live media")
-        _mount_any(env, device, medium, LIVE_MEDIA_FSTYPES, MS_RDONLY, None)
+        _mount_any(env, device, medium, env.media_fstypes, MS_RDONLY, None)
         if not os.path.isfile(medium + opts.squashfs):
             raise MountError(f"live media {device} ({opts.media}) has no {opts.squashfs}")
     else:
@@ -263,7 +266,7 @@ def mount_live(opts: BootOptions, newroot: str, env: Env) -> str:
     try:
         loop = loopdev.attach(image, read_only=True, dev=env.tree.dev)
     except OSError as exc:
-        raise MountError(f"cannot attach {image} to a loop device: {exc.strerror or exc}") from exc
+        raise MountError(f"cannot attach {image} to a loop device: {_why(exc)}") from exc
     with loop:
         _mount_any(env, loop.node, rootfs, ("squashfs",), MS_RDONLY, None)
     if opts.overlay:
@@ -274,15 +277,21 @@ def mount_live(opts: BootOptions, newroot: str, env: Env) -> str:
         try:
             env.do_mount("overlay", newroot, "overlay", 0, data)
         except OSError as exc:
-            raise MountError(f"cannot mount the overlay on {newroot}: {exc.strerror or exc}") from exc
+            raise MountError(f"cannot mount the overlay on {newroot}: {_why(exc)}") from exc
         layer = f"overlay (writable layer on tmpfs {rw})"
     else:
         try:
             env.do_mount(rootfs, newroot, None, MS_BIND)
             env.mount("none", newroot, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
         except OSError as exc:
-            raise MountError(f"cannot bind {rootfs} on {newroot}: {exc.strerror or exc}") from exc
-        layer = "read-only squashfs (dynamod.overlay=0)"
+            raise MountError(f"cannot bind {rootfs} on {newroot}: {_why(exc)}") from exc
+        # A read-only root still needs a writable /tmp; it moves with the root.
+        if os.path.isdir(os.path.join(newroot, "tmp")):
+            try:
+                env.do_mount("tmpfs", os.path.join(newroot, "tmp"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+            except OSError as exc:
+                env.log(f"cannot mount a tmpfs on /tmp: {_why(exc)}")
+        layer = "read-only squashfs (dynamod.overlay=0; tmpfs on /tmp)"
     return f"live {device}:{opts.squashfs} via {loop.node}, {layer} on {newroot}"
 
 
@@ -298,16 +307,16 @@ def _find_live_media(opts: BootOptions, env: Env, medium: str) -> str:
         names.sort(key=lambda n: (not n.startswith("sr"), blockdev.natural_key(n)))
         for name in names:
             tags = blockdev.probe(env.tree, name)
-            if tags.get("TYPE") not in (None, "iso9660", "udf"):
+            if tags.get("TYPE") not in (None, *env.media_fstypes):
                 tried[name] = tags["TYPE"]
                 continue
             device = blockdev.device_node(env.tree, name)
             if device is None:
                 continue
             try:
-                _mount_any(env, device, medium, LIVE_MEDIA_FSTYPES, MS_RDONLY, None)
+                _mount_any(env, device, medium, env.media_fstypes, MS_RDONLY, None)
             except MountError:
-                tried[name] = "not iso9660/udf"
+                tried[name] = f"not {'/'.join(env.media_fstypes)}"
                 continue
             if os.path.isfile(medium + opts.squashfs):
                 return device

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ QEMU = "qemu-system-x86_64"
 RESULT = re.compile(r"DYNAMOD-VMTEST (\{.*\})\s*$")
 DONE = re.compile(r"DYNAMOD-VMTEST-DONE (\{.*\})\s*$")
 SHUTDOWN = re.compile(r"DYNAMOD-VMTEST-SHUTDOWN (\{.*\})\s*$")
+POWEROFF = re.compile(r"DYNAMOD-VMTEST-POWEROFF (\{.*\})\s*$")
 KMSG = re.compile(r"^\[\s*(\d+\.\d+)\]\s(.*)$")
 TRANSITION = re.compile(r"dynamod-svmgr: ([\w.@:-]+): ([\w-]+) -> ([\w-]+)")
 EMERGENCY = re.compile(r"dynamod-init: emergency shell")
@@ -100,7 +102,7 @@ class BootSpec:
 def run_interactive(spec: BootSpec) -> int:
     """The console on this terminal (ctrl-a x quits QEMU); QEMU's status."""
     argv = spec.argv(interactive=True)
-    print(f"dynamod-vm: {' '.join(argv)}", file=sys.stderr)
+    print(f"dynamod-vm: {shlex.join(argv)}", file=sys.stderr)
     print("dynamod-vm: console on this terminal; ctrl-a x quits QEMU", file=sys.stderr)
     return subprocess.call(argv)
 
@@ -180,6 +182,7 @@ class BootResult:
             "switch_root": self.kmsg_time("dynamod-init: switched root"),
             "svmgr_started": self.kmsg_time("dynamod-init: svmgr started"),
             "services_ready": ready,
+            "poweroff_requested": (self._json_line(POWEROFF) or {}).get("uptime"),
             "poweroff": self.kmsg_time("dynamod-init: poweroff now"),
             "power_down": self.kmsg_time("reboot: Power down"),
             "wall": round(self.seconds, 2),
@@ -277,15 +280,14 @@ def format_timings(t: dict[str, float | None]) -> str:
 
     return (f"kernel → /init {f(t['init_started'])} → root mounted {f(t['root_mounted'])} → "
             f"switch root {f(t['switch_root'])} → svmgr {f(t['svmgr_started'])} → all services ready "
-            f"{f(t['services_ready'])} → poweroff {f(t['poweroff'])} → power down {f(t['power_down'])} "
+            f"{f(t['services_ready'])}; dynamodctl shutdown {f(t.get('poweroff_requested'))} → poweroff "
+            f"{f(t['poweroff'])} → power down {f(t['power_down'])} "
             f"(wall clock {f(t['wall'])})")
 
 
 def run_test_cli(spec: BootSpec, *, timeout: float, log: str | None, echo: bool) -> int:
     """``dynamod-vm test``: boot with the test runner, print the results."""
-    spec.append = [*spec.append, "dynamod.test=cli"]
-    if spec.media == "disk" and not spec.snapshot and spec.disk is None:
-        spec.snapshot = True  # a test leaves the built image as it was
+    spec.append = [*spec.append, "dynamod.test=cli", "dynamod.test.python=1"]
     print(f"dynamod-vm: booting {spec.media} ({' '.join(spec.cmdline())}), timeout {timeout:g}s",
           file=sys.stderr)
     result = boot(spec, timeout=timeout, log_path=log, echo=echo)

@@ -1,1 +1,1 @@
-"""dynamod-isolation: see README.md of this distribution."""
+"""dynamod-isolation: cgroups v2 and namespaces for dynamod services (docs/isolation.md)."""

@@ -43,6 +43,7 @@ OPTIONS = frozenset({"watchdog"})
 # At most this many distinct foreign senders are logged per start: a
 # misbehaving neighbour must not fill the service's log.
 _MAX_LOGGED_SENDERS = 16
+_PID_MAX = 4_194_304  # the kernel's upper limit for pid_max
 
 
 def validate(table: dict[str, Any]) -> Problems:
@@ -162,7 +163,7 @@ class NotifyDetector:
             self.ctx.set_status_text(f["STATUS"])
         if "ERRNO" in f:
             n = _parse_int(f["ERRNO"])
-            if n is not None and n >= 0:
+            if n is not None and 0 <= n < 2**31:  # os.strerror takes a C int
                 self._errno = n
                 self.ctx.log(f"notify: service reports errno {n} ({os.strerror(n)})")
         if "EXTEND_TIMEOUT_USEC" in f:
@@ -207,7 +208,7 @@ class NotifyDetector:
 
     def _main_pid(self, value: str, msg: NotifyMessage) -> None:
         pid = _parse_int(value)
-        if pid is None or pid <= 1:
+        if pid is None or not 1 < pid <= _PID_MAX:
             self.ctx.log(f"notify: ignoring invalid MAINPID={value!r}")
             return
         if pid == self.ctx.main_pid:

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -181,17 +182,39 @@ def test_oversized_message_is_dropped(tmp_path: Path) -> None:
 
 
 def test_foreign_sender_dropped_and_logged_once(tmp_path: Path) -> None:
+    senders: list[int] = []
+
     async def scenario(det: NotifyDetector, ctx: Ctx, send: Any) -> None:
-        for _ in range(3):
-            await send("READY=1\nSTATUS=forged\nMAINPID=2")
-        await send("BARRIER=1")
+        # A separate process (in-process, our own PID would be the
+        # "manager's" and count): one sender, several messages.
+        script = "import os, socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        script += "print(os.getpid(), flush=True)\n"
+        script += "for m in sys.argv[2:]: s.sendto(m.encode(), sys.argv[1])\n"
+        address = det.sock.address  # type: ignore[union-attr]
+        messages = ["READY=1\nSTATUS=forged\nMAINPID=2"] * 3 + ["BARRIER=1"]
+        out = subprocess.run(
+            [sys.executable, "-c", script, address, *messages], capture_output=True, text=True
+        )
+        senders.append(int(out.stdout))
+        await asyncio.sleep(0.2)
         assert not det._ready.is_set() and ctx.status_text == "" and ctx.main_pid is None
 
     ctx = run(tmp_path, scenario, owned=set())
     assert ctx.logs == [
-        f"notify: ignoring messages from pid {os.getpid()} (uid {os.getuid()}): "
+        f"notify: ignoring messages from pid {senders[0]} (uid {os.getuid()}): "
         "not a process of this service (MAINPID, READY, STATUS)"
     ]
+
+
+def test_the_managers_own_pid_is_accepted(tmp_path: Path) -> None:
+    # What a root systemd-notify exec'd by the service sends (its parent's
+    # PID): here the test process plays the manager, and sends itself.
+    async def scenario(det: NotifyDetector, ctx: Ctx, send: Any) -> None:
+        await send("READY=1\nSTATUS=from the manager's pid")
+        await asyncio.wait_for(det.wait(), 1)
+
+    ctx = run(tmp_path, scenario, owned=set())
+    assert ctx.status_text == "from the manager's pid" and ctx.logs == []
 
 
 def test_sender_in_the_service_session_is_accepted(tmp_path: Path) -> None:
@@ -223,7 +246,9 @@ def test_mainpid(tmp_path: Path) -> None:
     try:
 
         async def scenario(det: NotifyDetector, ctx: Ctx, send: Any) -> None:
-            for bad in ("abc", "0", "1", "-5", str(gone.pid)):
+            await send("ERRNO=99999999999999999999\nSTATUS=still applied")
+            assert ctx.status_text == "still applied"
+            for bad in ("abc", "0", "1", "-5", "99999999999999999999", str(gone.pid)):
                 await send(f"MAINPID={bad}")
             assert ctx.main_pid is None
             # Root may name any existing process; READY=1 in the same
@@ -235,11 +260,12 @@ def test_mainpid(tmp_path: Path) -> None:
     finally:
         daemon.kill()
         daemon.wait()
-    assert ctx.logs[:5] == [
+    assert ctx.logs[:6] == [
         "notify: ignoring invalid MAINPID='abc'",
         "notify: ignoring invalid MAINPID='0'",
         "notify: ignoring invalid MAINPID='1'",
         "notify: ignoring invalid MAINPID='-5'",
+        "notify: ignoring invalid MAINPID='99999999999999999999'",
         f"notify: ignoring MAINPID={gone.pid}: no such process",
     ]
 

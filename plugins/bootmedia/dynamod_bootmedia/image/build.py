@@ -412,7 +412,7 @@ class Builder:
                 names[extra] = os.path.join(rt.stdlib, *extra.split(".")) + (
                     "/__init__.py" if extra == "encodings" else ".py")
         for name, file in sorted(names.items()):
-            if not file or not rt.is_stdlib(file) and not file.startswith(rt.dynload):
+            if not file or not rt.is_stdlib(file):
                 continue
             if any(name == e or name.startswith(e + ".") for e in excluded):
                 continue
@@ -511,7 +511,7 @@ class Builder:
         if missing:
             self.say(f"note: modules not in {kernel.moddir} (built in?): {', '.join(missing)}")
         dest = stage.host(f"/lib/modules/{kernel.version}")
-        size = kmod.write_subset(index, kernel.moddir, paths, dest, load=kmod.MEDIA_MODULES)
+        size = kmod.write_subset(index, kernel.moddir, paths, dest)
         self.sizes.setdefault("modules", {})["count"] = len(paths)
         self.sizes["modules"]["bytes"] = size
         return size
@@ -596,7 +596,9 @@ class Builder:
                     "plugins": self.plugin_dists(),
                     "exercise": ["plugin-host", "ctl-plugin-host", "ctl:--help", "ctl:list --help"],
                     "scan": third_party,
-                    "exclude": [*pyrt.STDLIB_EXCLUDE, "dynamod.testing"],
+                    # host-side tools: shipped with the plugin, never run in the guest
+                    "exclude": [*pyrt.STDLIB_EXCLUDE, "dynamod.testing", "dynamod_bootmedia.cli",
+                                "dynamod_bootmedia.vm", "dynamod_bootmedia.testing"],
                 })
         stage = Stage(os.path.join(self.out, "stage-root"))
         with self.progress.step("root fs: copying python, stdlib, site-packages, busybox, modules, services"):

@@ -80,7 +80,7 @@ class Runtime:
         if base == "__init__.py" or base.startswith("__init__."):
             rel = "/".join(parts) + "/" + base
         else:
-            rel = "/".join(parts[:-1] + [base]) if len(parts) > 1 else base
+            rel = "/".join([*parts[:-1], base])
         return f"{self.guest_lib}/site-packages/{rel}"
 
     def is_stdlib(self, file: str | None) -> bool:

@@ -167,7 +167,8 @@ def trace(spec: dict[str, Any]) -> dict[str, Any]:
                     _try_import(name, failed)
 
     for name in spec.get("roots", []):
-        _try_import(name, failed)
+        if not excluded(name):
+            _try_import(name, failed)
     for what in spec.get("exercise", []):
         _exercise(what, failed)
 

@@ -1,0 +1,1 @@
+"""One module per measurement; each has ``KEY`` and ``run(ctx) -> Table``."""

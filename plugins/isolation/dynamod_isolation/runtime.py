@@ -1,0 +1,388 @@
+"""The plugin's state inside one dynamod-svmgr: the cgroup tree, what each
+running service was given (cgroup, network namespace, user namespace
+handshake, OOM watch), and the clean-up after it stopped.
+
+:mod:`dynamod_isolation.plugin` only forwards hooks to the one
+:class:`Isolation` of the process; tests build their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynamod.api import ServiceContext, SpawnSpec
+from dynamod_isolation import cgroups, wrappers
+from dynamod_isolation.cgroups import Tree
+from dynamod_isolation.options import (
+    LIMITS,
+    NamespaceOptions,
+    parse_cgroup,
+    parse_namespace,
+)
+from dynamod_isolation.userns import Handshake
+
+ENV_ROOT = "DYNAMOD_CGROUP_ROOT"
+# Retry delays for removing a cgroup whose processes are still dying
+# (cgroup.kill is asynchronous): about 10 s in all.
+REMOVE_DELAYS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0)
+ALIVE = ("starting", "waiting-ready", "running", "stopping")
+
+
+def stderr_log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} dynamod-isolation: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Running:
+    """What one spawn of a service was given."""
+
+    name: str
+    cgroup: str | None = None
+    namespaces: frozenset[str] = frozenset()
+    pid: int | None = None
+    netns_fd: int | None = None
+    handshake: Handshake | None = None
+    oom_watch: int | None = None
+    oom_seen: int = 0
+    unapplied: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class History:
+    """Per service, for the manager's lifetime (survives restarts)."""
+
+    oom_kills: int = 0
+    last_oom: float | None = None
+    warned: bool = False
+
+
+class Isolation:
+    def __init__(self, *, root: str | None = None, log: Callable[[str], None] = stderr_log) -> None:
+        # ``root``: the tree to use (else $DYNAMOD_CGROUP_ROOT, else found).
+        self.root = root
+        self.log = log
+        self.tree: Tree | None = None
+        self.tree_checked = False
+        self.no_cgroups = ""  # why services run without cgroups
+        self.owned_tree = False  # a per-instance tree, removed at exit
+        self.running: dict[str, Running] = {}
+        self.history: dict[str, History] = {}
+        self.removals: dict[str, asyncio.TimerHandle] = {}
+        self.inotify: Any = None
+
+    # ------------------------------------------------------------ the tree
+    def get_tree(self) -> Tree | None:
+        """Find (once) the cgroup2 hierarchy and set up dynamod's tree."""
+        if self.tree_checked:
+            if self.tree is not None and not os.path.isdir(self.tree.path):
+                self._setup(self.tree)  # removed from outside: make it again
+            return self.tree
+        self.tree_checked = True
+        mounts = cgroups.cgroup2_mounts()
+        explicit = self.root or os.environ.get(ENV_ROOT)
+        if explicit:
+            path = os.path.abspath(explicit)
+            mount = cgroups.mount_of(path, mounts)
+            if mount is None:
+                return self._without(f"{path} ({ENV_ROOT}) is not inside a cgroup2 file system")
+        else:
+            if not mounts:
+                return self._without("no cgroup2 file system is mounted (see /proc/self/mounts)")
+            # /sys/fs/cgroup on a pure v2 system, .../unified on a hybrid one.
+            mount = next((m for m in mounts if m == "/sys/fs/cgroup"), mounts[0])
+            path = cgroups.default_tree(mount)
+            self.owned_tree = not cgroups.is_system_instance()
+        tree = Tree(mount, path)
+        if not self._setup(tree):
+            return None
+        self.tree = tree
+        if self.owned_tree:
+            atexit.register(self.cleanup_at_exit)
+        ctl = ", ".join(sorted(tree.controllers)) or "none"
+        self.log(f"services run in cgroups under {tree.path} (controllers: {ctl})")
+        if tree.missing:
+            keys = [k for k, lim in LIMITS.items() if lim.controller in tree.missing]
+            why = "; ".join(f"{c}: {r}" for c, r in sorted(tree.missing.items()))
+            self.log(
+                f"these limits cannot be applied here: {', '.join(keys)} ({why}); "
+                "services start without them"
+            )
+        return tree
+
+    def _setup(self, tree: Tree) -> bool:
+        try:
+            tree.setup()
+        except OSError as exc:
+            self._without(f"cannot create {tree.path}: {exc.strerror or exc}")
+            return False
+        return True
+
+    def _without(self, why: str) -> None:
+        self.no_cgroups = why
+        self.log(f"services run without cgroups: {why}; no limits, no whole-cgroup kill")
+        return None
+
+    # ----------------------------------------------------------- spawning
+    def prepare(self, service: ServiceContext, spec: SpawnSpec) -> None:
+        name = service.name
+        sections = service.config.sections
+        values = parse_cgroup(sections.get("cgroup", {}))[0]
+        ns = parse_namespace(sections["namespace"])[0] if "namespace" in sections else None
+        if ns is not None and "pid" in ns.namespaces and service.config.type == "forking":
+            raise RuntimeError(
+                "type 'forking' cannot run in a pid namespace: its pid file would name "
+                "a PID of the namespace"
+            )
+        old = self.running.pop(name, None)
+        if old is not None:
+            self._release(old)
+        timer = self.removals.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        run = Running(name, namespaces=ns.namespaces if ns else frozenset())
+        self.running[name] = run
+        try:
+            chain = self._cgroup_steps(service, run, values, spec)
+            if ns is not None and ns.namespaces:
+                chain += self._namespace_steps(service, run, ns, spec)
+            if any(step == wrappers.SH for step in chain):
+                chain += wrappers.env_fixup(spec.env)
+        except Exception:
+            self.running.pop(name, None)
+            self._release(run)
+            raise
+        spec.wrapper[:0] = chain
+
+    def _cgroup_steps(self, service: ServiceContext, run: Running, values: dict[str, str],
+                      spec: SpawnSpec) -> list[str]:
+        hist = self.history.setdefault(service.name, History())
+        tree = self.get_tree()
+        if tree is None:
+            if values:
+                run.unapplied = {k: self.no_cgroups for k in values}
+                self._say_unapplied(service, hist, run.unapplied)
+            return []
+        path = tree.create(service.name)
+        run.cgroup = path
+        run.unapplied = tree.apply(path, values)
+        if run.unapplied:
+            self._say_unapplied(service, hist, run.unapplied)
+        run.oom_seen = tree.oom_kills(path) or 0
+        return wrappers.join_cgroup(os.path.join(path, "cgroup.procs"), spec.env)
+
+    def _say_unapplied(self, service: ServiceContext, hist: History, unapplied: dict[str, str]) -> None:
+        text = "; ".join(f"{k}: {why}" for k, why in unapplied.items())
+        service.log(f"limits not applied: {text}")
+        if not hist.warned:  # once per service in the manager's log
+            hist.warned = True
+            self.log(f"{service.name}: cannot apply {', '.join(unapplied)} ({text}); starting it anyway")
+
+    def _namespace_steps(self, service: ServiceContext, run: Running, ns: NamespaceOptions,
+                         spec: SpawnSpec) -> list[str]:
+        chain: list[str] = []
+        if "net" in ns.namespaces:
+            from dynamod_isolation.netns import create_netns
+
+            run.netns_fd = create_netns()
+            chain += wrappers.join_netns(os.getpid(), run.netns_fd)
+        chain += wrappers.unshare(ns.namespaces)
+        handshake = ""
+        host_ids = _setpriv_ids(spec.wrapper)
+        if "user" in ns.namespaces:
+            # Inside, the chain becomes root first, then [service.user] if set.
+            uid, gid = host_ids or (0, 0)
+            for what, ranges, ids in (("uid", ns.uid_map, {0, uid}), ("gid", ns.gid_map, {0, gid})):
+                for inner in sorted(ids):
+                    if not any(r.maps(inner) for r in ranges):
+                        why = "its root" if inner == 0 else "the service's [service.user]"
+                        raise RuntimeError(
+                            f"user namespace: {what}-map does not map {what} {inner} ({why})"
+                        )
+            directory = os.path.join(service.runtime_dir, "isolation")
+            run.handshake = Handshake(directory, service.name, ns.uid_map, ns.gid_map)
+            handshake = run.handshake.script()
+        if handshake or ns.hostname or ns.mount_setup:
+            mounts = wrappers.mount_points() if ns.protect_system != "no" or ns.bind_mounts else []
+            chain += wrappers.setup_step(wrappers.setup_script(ns, handshake=handshake, mounts=mounts))
+        if "user" in ns.namespaces:
+            chain += wrappers.become_root()
+        return chain
+
+    def started(self, service: ServiceContext, pid: int) -> None:
+        run = self.running.get(service.name)
+        if run is None:
+            return
+        run.pid = pid
+        if run.handshake is not None:
+            run.handshake.start(pid, service.log)
+        if run.cgroup is not None and self.tree is not None:
+            self._watch_oom(service, run)
+
+    # ---------------------------------------------------------------- OOM
+    def _watch_oom(self, service: ServiceContext, run: Running) -> None:
+        events = os.path.join(run.cgroup or "", "memory.events")
+        if not os.path.exists(events):
+            return
+        try:
+            if self.inotify is None:
+                from dynamod_isolation.inotify import Inotify
+
+                self.inotify = Inotify(asyncio.get_running_loop())
+            run.oom_watch = self.inotify.watch(events, lambda: self.check_oom(service, run, live=True))
+        except (OSError, RuntimeError) as exc:
+            self.log(f"{service.name}: cannot watch {events} for OOM kills: {exc}")
+
+    def check_oom(self, service: ServiceContext, run: Running, live: bool) -> bool:
+        """Count OOM kills in the service's cgroup since the last look; a
+        live service that suffered one is failed with reason ``oom-killed``
+        (its restart policy then applies)."""
+        if run.cgroup is None or self.tree is None:
+            return False
+        count = self.tree.oom_kills(run.cgroup)
+        if count is None or count <= run.oom_seen:
+            return False
+        hist = self.history.setdefault(service.name, History())
+        hist.oom_kills += count - run.oom_seen
+        hist.last_oom = time.time()
+        run.oom_seen = count
+        service.log("oom-killed: the kernel's OOM killer killed a process of this service "
+                    f"(memory.events oom_kill = {count})")
+        self.log(f"{service.name}: oom-killed")
+        if live:
+            service.fail("oom-killed")
+        return True
+
+    # --------------------------------------------------------------- stop
+    def kill(self, service: ServiceContext, sig: int) -> bool | None:
+        run = self.running.get(service.name)
+        if run is None:
+            return None
+        cgroup, tree = run.cgroup, self.tree
+        if sig == signal.SIGKILL and cgroup is not None and tree is not None and tree.kill(cgroup):
+            return True
+        if "pid" in run.namespaces and sig != signal.SIGKILL and run.pid is not None:
+            # unshare --fork stays as the parent of the namespace's PID 1; it
+            # ignores SIGTERM/SIGINT but dies of most other signals (and then
+            # kills the service at once): signal the service itself. As for
+            # any PID 1, a signal it has no handler for is ignored; SIGKILL
+            # follows after stop-timeout.
+            child = _first_child(run.pid)
+            if child is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, sig)
+                return True
+        return None
+
+    def stopped(self, service: ServiceContext) -> None:
+        run = self.running.pop(service.name, None)
+        if run is None:
+            return
+        self.check_oom(service, run, live=False)
+        self._release(run)
+        if run.cgroup is not None and self.tree is not None:
+            if self.tree.populated(run.cgroup):
+                # The main process is gone; whatever it left behind
+                # (double-forked daemons) goes with it.
+                self.tree.kill(run.cgroup)
+            self._remove_later(service.name, run.cgroup, 0)
+
+    def _release(self, run: Running) -> None:
+        if run.oom_watch is not None and self.inotify is not None:
+            self.inotify.unwatch(run.oom_watch)
+            run.oom_watch = None
+        if run.netns_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(run.netns_fd)
+            run.netns_fd = None
+        if run.handshake is not None:
+            run.handshake.close()
+            run.handshake = None
+
+    def _remove_later(self, name: str, path: str, attempt: int) -> None:
+        self.removals.pop(name, None)
+        if self.tree is None or name in self.running:
+            return  # started again meanwhile: the cgroup is in use
+        if self.tree.remove(path):
+            return
+        if attempt + 1 >= len(REMOVE_DELAYS):
+            self.log(f"{name}: cannot remove {path}: processes are still in it ({self.tree.procs(path)})")
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.removals[name] = loop.call_later(
+            REMOVE_DELAYS[attempt + 1], self._remove_later, name, path, attempt + 1
+        )
+
+    def cleanup_at_exit(self) -> None:
+        """A per-instance tree goes away with the manager (its services
+        were stopped; the last removals may still be pending)."""
+        tree = self.tree
+        if tree is None:
+            return
+        for timer in self.removals.values():
+            timer.cancel()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            leftovers = [e.path for e in os.scandir(tree.path) if e.is_dir()] if os.path.isdir(tree.path) else []
+            if not all(tree.remove(p) for p in leftovers):
+                time.sleep(0.02)
+                continue
+            tree.remove_tree_if_empty()
+            return
+
+    # ---------------------------------------------------------- questions
+    def status(self, service: ServiceContext) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        run = self.running.get(service.name)
+        if run is not None and run.cgroup is not None and self.tree is not None:
+            out["cgroup"] = run.cgroup
+            out.update(self.tree.stats(run.cgroup))
+        if run is not None and run.namespaces:
+            out["namespaces"] = sorted(run.namespaces)
+        if run is not None and run.unapplied:
+            out["limits-not-applied"] = sorted(run.unapplied)
+        hist = self.history.get(service.name)
+        if hist is not None and (hist.oom_kills or "memory-current" in out):
+            out["oom-kills"] = hist.oom_kills
+            if hist.last_oom is not None:
+                out["last-oom"] = hist.last_oom
+        return out
+
+    def by_pid(self, pid: int) -> str | None:
+        if self.tree is None:
+            return None
+        return self.tree.name_of(pid)
+
+
+def _setpriv_ids(wrapper: list[str]) -> tuple[int, int] | None:
+    """The ids the host's ``setpriv`` wrapper (``[service.user]``) switches
+    to, if there is one."""
+    uid = gid = None
+    for arg in wrapper:
+        if arg.startswith("--reuid="):
+            uid = int(arg.split("=", 1)[1])
+        elif arg.startswith("--regid="):
+            gid = int(arg.split("=", 1)[1])
+    if uid is None and gid is None:
+        return None
+    return (uid if uid is not None else 0, gid if gid is not None else 0)
+
+
+def _first_child(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            kids = f.read().split()
+    except OSError:
+        return None
+    return int(kids[0]) if kids else None

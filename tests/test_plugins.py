@@ -1,0 +1,138 @@
+"""The plugin host: discovery through installed metadata, refusal of unknown
+hooks, reporting of broken plugins, and the hookspec documentation."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import dynamod
+from dynamod import hookspecs
+from dynamod.plugins import make_plugin_host
+
+
+def fake_distribution(root: Path, dist: str, module: str, source: str, group: str = "dynamod") -> None:
+    """An installed distribution as importlib.metadata sees it: a module and
+    a dist-info with an entry point."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{dist} = {module}\n")
+
+
+def run_host(root: Path, code: str, env: dict[str, str] | None = None) -> str:
+    import os
+
+    full = dict(os.environ, PYTHONPATH=str(root), DYNAMOD_DISABLE_PLUGINS="dynamod-readiness,dynamod-isolation,dynamod-bootmedia")
+    full.update(env or {})
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+HOST_REPORT = """
+    from dynamod.plugins import make_plugin_host
+    host = make_plugin_host()
+    for name, info in sorted(host.info.items()):
+        print("loaded", name, info.distribution, info.version, ",".join(info.hooks))
+    for p in host.problems:
+        print("problem", p)
+"""
+
+
+def test_entry_point_is_found_only_when_installed(tmp_path: Path) -> None:
+    good = """
+        import dynamod
+
+        @dynamod.hookimpl
+        def dynamod_service_state_changed(service, old, new, reason):
+            pass
+    """
+    assert "loaded" not in run_host(tmp_path, HOST_REPORT)
+    fake_distribution(tmp_path, "dynamod-observer", "observer_plugin", good)
+    out = run_host(tmp_path, HOST_REPORT)
+    assert "loaded dynamod-observer dynamod-observer 1.0 dynamod_service_state_changed" in out
+
+
+def test_unknown_hook_and_broken_import_are_reported_not_fatal(tmp_path: Path) -> None:
+    fake_distribution(tmp_path, "dynamod-typo", "typo_plugin", """
+        import dynamod
+
+        @dynamod.hookimpl
+        def dynamod_servce_started(service, pid):
+            pass
+    """)
+    fake_distribution(tmp_path, "dynamod-broken", "broken_plugin", "raise ImportError('no libfoo here')\n")
+    fake_distribution(tmp_path, "dynamod-fine", "fine_plugin", """
+        import dynamod
+
+        @dynamod.hookimpl
+        def dynamod_service_stopped(service):
+            pass
+    """)
+    out = run_host(tmp_path, HOST_REPORT)
+    assert "problem plugin 'dynamod-typo': implements unknown hook(s): dynamod_servce_started" in out
+    assert "problem plugin 'dynamod-broken': failed to load broken_plugin: ImportError: no libfoo here" in out
+    assert "loaded dynamod-fine" in out
+    assert "loaded dynamod-typo" not in out
+
+
+def test_disable_and_autoload_knobs(tmp_path: Path) -> None:
+    fake_distribution(tmp_path, "dynamod-fine", "fine_plugin", """
+        import dynamod
+
+        @dynamod.hookimpl
+        def dynamod_service_stopped(service):
+            pass
+    """)
+    assert "loaded dynamod-fine" in run_host(tmp_path, HOST_REPORT)
+    out = run_host(tmp_path, HOST_REPORT, {"DYNAMOD_DISABLE_PLUGINS": "dynamod-fine"})
+    assert "dynamod-fine" not in out
+    assert "dynamod-fine" not in run_host(tmp_path, HOST_REPORT, {"DYNAMOD_PLUGINS_AUTOLOAD": "0"})
+
+
+def test_wrong_arguments_are_refused_in_process() -> None:
+    class Bad:
+        @dynamod.hookimpl
+        def dynamod_service_started(self, service, pid, colour):  # 'colour' is not in the spec
+            pass
+
+    host = make_plugin_host(load_entrypoints=False, plugins=[("bad", Bad())])
+    assert "bad" not in host.info
+    assert "colour" in str(host.problems[0])
+
+
+def test_call_each_isolates_a_failing_plugin() -> None:
+    class Boom:
+        @dynamod.hookimpl
+        def dynamod_service_status(self, service):
+            raise RuntimeError("boom")
+
+    class Fine:
+        @dynamod.hookimpl
+        def dynamod_service_status(self, service):
+            return {"answer": 42}
+
+    host = make_plugin_host(load_entrypoints=False, plugins=[("boom", Boom()), ("fine", Fine())])
+    errors: list[str] = []
+    results = host.call_each("dynamod_service_status", on_error=lambda p, e: errors.append(p), service=None)
+    assert results == [("fine", {"answer": 42})]
+    assert errors == ["boom"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith(("dynamod_", "dynamodctl_"))],
+)
+def test_every_hookspec_is_documented_for_plugin_authors(name: str) -> None:
+    doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+    assert len(doc) > 120, f"{name} needs a docstring written for plugin authors"
+    assert name in Path(__file__).resolve().parents[1].joinpath("docs/plugins.md").read_text(), (
+        f"{name} is missing from docs/plugins.md"
+    )
