@@ -140,3 +140,51 @@ def sweep(root: str, token_var: str, timeout: float = 10.0) -> int:
                 os.kill(pid, signal.SIGKILL)
             killed.add(pid)
         time.sleep(0.02)
+
+
+def cgroup2_mounts() -> list[str]:
+    out = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                out.append(parts[1])
+    return out
+
+
+def cgroups_of(pids: Iterable[int]) -> set[str]:
+    """The cgroup2 directories (absolute paths) the processes are in, except
+    the one this process is in."""
+    mounts = cgroup2_mounts()
+    if not mounts:
+        return set()
+    own = _cgroup("self")
+    out = set()
+    for pid in pids:
+        rel = _cgroup(str(pid))
+        if rel and rel != own and rel != "/":
+            out.add(os.path.join(mounts[0], rel.lstrip("/")))
+    return out
+
+
+def _cgroup(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        return None
+    return None
+
+
+def remove_cgroups(paths: Iterable[str]) -> None:
+    """Remove the (now empty) cgroups the processes of a trial were in, and
+    their ``dynamod-*`` parent (a per-manager tree the isolation plugin makes,
+    left behind when the manager is killed). rmdir(2) refuses a cgroup that
+    still has processes or children, so nothing in use is touched."""
+    for path in sorted(set(paths), key=len, reverse=True):
+        for p in (path, os.path.dirname(path)):
+            if os.path.basename(p).startswith("dynamod-") or p == path:
+                with contextlib.suppress(OSError):
+                    os.rmdir(p)

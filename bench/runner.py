@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         f", only {', '.join(args.only)}" if args.only else ""
     )
     tables: list[Table] = []
+    interrupted = False
     t0 = time.monotonic()
     try:
         for key, fn in MEASURES.items():
@@ -123,12 +124,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"== {key}")
             tables.append(fn(ctx))
     except KeyboardInterrupt:
-        log("interrupted: reporting what was measured")
+        log("interrupted: reporting what was measured (docs/performance.md is left alone)")
+        interrupted = True
     finally:
         killed = sweep(str(scratch.root), TOKEN_VAR)
         if killed:
             log(f"clean-up: killed {killed} leftover processes")
         scratch.remove()
+    if interrupted:
+        mode += ", interrupted"
     text = render_all(header(ctx, mode, peers.versions(), started), tables)
     text += f"\nWall time of this run: {time.monotonic() - t0:.0f} s.\n"
     print(text)
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"results: {Path(RESULTS_DIR / f'{stamp}.json').relative_to(REPO)} and bench/results/latest.md"
     )
-    if args.write_docs:
+    if args.write_docs and not interrupted:
         update_docs(text)
     return 0
 

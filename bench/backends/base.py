@@ -101,8 +101,10 @@ class Backend(ABC):
 
     def kill(self) -> int:
         """Remove every process of this run (SIGKILL), reap the manager and
-        return how many processes were left."""
+        return how many processes were left. Cgroups the processes were in
+        (the isolation plugin's) are removed once empty."""
         left = 0
+        cgroups = procs.cgroups_of(procs.ours(str(self.scratch.root), TOKEN_VAR))
         if self.proc is not None:
             if self.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -110,6 +112,7 @@ class Backend(ABC):
                 left += 1
             self.proc.wait()
         left += procs.sweep(str(self.scratch.root), TOKEN_VAR)
+        procs.remove_cgroups(cgroups)
         self.proc = None
         return left
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 from pathlib import Path
 
 from bench.backends.base import Backend
@@ -53,6 +55,15 @@ class Dynamod(Backend):
             str(self.dir / "run"),
         ]
         return argv if self.plugins else [*argv, "--no-plugins"]
+
+    def kill(self) -> int:
+        """A graceful stop first, so that the manager and its plugins clean
+        up after themselves (the isolation plugin removes its cgroups)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.request_stop()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
+        return super().kill()
 
     def _services(self) -> list[dict[str, object]] | None:
         from dynamod.ipc.client import Client

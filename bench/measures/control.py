@@ -15,12 +15,13 @@ from bench.workload import sleepers
 KEY = "control"
 
 
-def timed(argv: list[str], calls: int, unit_scale: float = 1000.0) -> Stat:
+def timed(argv: list[str], calls: int) -> Stat:
+    """Wall milliseconds of ``calls`` runs of ``argv`` (after 3 warm-ups)."""
     s = Stat("ms")
     for i in range(calls + 3):  # three warm-up calls
         t0 = time.perf_counter()
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-        dt = (time.perf_counter() - t0) * unit_scale
+        dt = (time.perf_counter() - t0) * 1000
         if p.returncode != 0:
             s.add(None, f"exit {p.returncode}: {p.stderr.decode(errors='replace').strip()[:200]}")
         elif i >= 3:

@@ -25,18 +25,19 @@ def run(ctx: Context) -> Table:
     for key, w in shapes:
         running = t.row(f"{w.label}: all running")
         status = t.row(f"{w.label}: status says so")
+        names = []
         for name in cols:
             cls = ctx.available.get(name)
             if cls is None:
                 running.cells[name] = status.cells[name] = "n/a"
-                continue
-            if not w.has_deps and not cls.supports_deps:
+            elif not w.has_deps and not cls.supports_deps:
                 running.cells[name] = status.cells[name] = "see table 1"
-                continue
-            if w.has_deps and not cls.supports_deps:
+            elif w.has_deps and not cls.supports_deps:
                 running.cells[name] = status.cells[name] = cls.deps_note
-                continue
-            for i in range(ctx.scale.repeats + 1):
+            else:
+                names.append(name)
+        for i in range(ctx.scale.repeats + 1):  # round by round (see startup)
+            for name in names:
                 b = ctx.make(name)
                 try:
                     res = start(ctx, b, w, f"dag-{key}")

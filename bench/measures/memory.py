@@ -65,6 +65,26 @@ def run(ctx: Context) -> Table:
                 add(rows, name, values)
             finally:
                 finish(b)
+    if "dynamod" in ctx.available:
+        # Where svmgr's memory goes: the same manager with one service (the
+        # fixed part), and with N services but no plugins.
+        variants = [
+            ("dynamod-svmgr with 1 service: RSS", 1, True),
+            ("dynamod-svmgr `--no-plugins`: RSS", n, False),
+        ]
+        for label, count, plugins in variants:
+            row = t.row(label)
+            for name in cols:
+                row.cells[name] = "—"
+            for _ in range(ctx.scale.repeats):
+                b = Dynamod(ctx.scratch, ctx.tools, plugins=plugins)
+                try:
+                    res = start(ctx, b, sleepers(ctx.scratch.svc_sleep, count), "memory-dynamod")
+                    time.sleep(IDLE)
+                    value = footprint(b.manager_pids())[0] if res.ok else None
+                    row.stat("dynamod", "MB").add(value, res.why)
+                finally:
+                    finish(b)
     init_rows = [
         t.row("dynamod-init (PID 1): RSS"),
         t.row("dynamod-init (PID 1): open fds"),

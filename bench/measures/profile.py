@@ -7,16 +7,62 @@ import io
 import os
 import pstats
 import signal
+import subprocess
+import sysconfig
 import time
 
 from bench.backends import Backend, Dynamod
-from bench.common import BENCH_DIR, REPO, RESULTS_DIR, log
+from bench.common import BENCH_DIR, REPO, RESULTS_DIR, Stat, log
 from bench.measures.context import Context, finish, start
 from bench.report import Table
 from bench.workload import sleepers
 
 KEY = "profile"
 TOP = 25
+RSS = "print(int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]))"
+SVMGR_IMPORTS = "import asyncio, dynamod.svmgr.main, dynamod.svmgr.manager, dynamod.svmgr.control, dynamod.ipc.server"
+# What a fresh interpreter holds after each step (the svmgr's fixed cost).
+STEPS = [
+    ("interpreter (`python -c pass`)", "pass"),
+    ("+ `import asyncio`", "import asyncio"),
+    ("+ `import asyncio` without ssl", "import sys; sys.modules['ssl'] = None; import asyncio"),
+    ("+ all of svmgr's modules", SVMGR_IMPORTS),
+    (
+        "+ plugins loaded",
+        SVMGR_IMPORTS + "; from dynamod.plugins import make_plugin_host; make_plugin_host()",
+    ),
+    (
+        "+ plugins loaded, without ssl",
+        "import sys; sys.modules['ssl'] = None; "
+        + SVMGR_IMPORTS
+        + "; from dynamod.plugins import make_plugin_host; make_plugin_host()",
+    ),
+]
+
+
+def fixed_costs(ctx: Context, t: Table) -> None:
+    """Resident memory and wall time of a fresh interpreter after each step."""
+    env = ctx.scratch.env()
+    for label, code in STEPS:
+        rss, wall = Stat("MB"), Stat("ms")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            p = subprocess.run(
+                [ctx.tools.python, "-c", f"{code}\n{RSS}"],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=REPO,
+                timeout=60,
+            )
+            dt = (time.perf_counter() - t0) * 1000
+            if p.returncode != 0:
+                rss.add(None, p.stderr.strip()[-200:])
+                continue
+            rss.add(int(p.stdout.split()[-1]) / 1024)
+            wall.add(dt)
+        t.row(f"RSS: {label}").cells["dynamod"] = rss
+        t.row(f"wall time: {label}").cells["dynamod"] = wall
 
 
 def run(ctx: Context) -> Table:
@@ -50,6 +96,13 @@ def run(ctx: Context) -> Table:
             time.sleep(0.2)
     finally:
         finish(b)
+    fixed_costs(ctx, t)
+    t.notes += [
+        "cProfile measures wall time: `fork_exec` includes waiting, in vfork, until the child has "
+        "exec'd (its own share of two busy cores); under the profiler Python code runs about 2x slower",
+        "RSS / wall time rows: a fresh interpreter importing what svmgr imports, step by step "
+        "(asyncio imports ssl, which maps and initialises OpenSSL)",
+    ]
     if not out.exists():
         t.notes.append("no profile was written")
         return t
@@ -58,7 +111,9 @@ def run(ctx: Context) -> Table:
         pstats.Stats(str(out), stream=buf).sort_stats(sort).print_stats(TOP)
         text = buf.getvalue()
         body = text[text.find("   ncalls") :] if "   ncalls" in text else text
-        body = body.replace(str(REPO) + "/", "")
+        body = body.replace(str(REPO) + "/", "").replace(
+            sysconfig.get_paths()["stdlib"] + "/", "<stdlib>/"
+        )
         t.appendix += (
             f"Top {TOP} by {sort} ({out.relative_to(REPO)}):\n\n```\n{body.rstrip()}\n```\n\n"
         )

@@ -55,15 +55,17 @@ def run(ctx: Context) -> Table:
         row = t.row(
             f"{'no dependencies' if key == 'flat' else 'layered DAG, 10 layers'}: all stopped"
         )
+        names = []
         for name in cols:
             cls = ctx.available.get(name)
             if cls is None:
                 row.cells[name] = "n/a"
-                continue
-            if w.has_deps and not cls.supports_deps:
+            elif w.has_deps and not cls.supports_deps:
                 row.cells[name] = cls.deps_note
-                continue
-            for _ in range(ctx.scale.repeats):
+            else:
+                names.append(name)
+        for _ in range(ctx.scale.repeats):  # round by round (see startup)
+            for name in names:
                 dt, why = stop_time(ctx, ctx.make(name), w, f"stop-{key}")
                 log(f"shutdown {name} {key}: {dt} {why}")
                 row.stat(name, "s").add(dt, why)

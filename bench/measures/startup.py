@@ -23,8 +23,10 @@ def run(ctx: Context) -> Table:
             if name not in ctx.available:
                 for r in (running, status, cpu):
                     r.cells[name] = "n/a"
-                continue
-            for i in range(ctx.scale.repeats + 1):  # the first trial warms caches
+        # Round by round, every backend once per round: a noisy moment of the
+        # machine then hits all of them rather than one backend's block.
+        for i in range(ctx.scale.repeats + 1):  # the first round warms caches
+            for name in [c for c in cols if c in ctx.available]:
                 b = ctx.make(name)
                 try:
                     res = start(ctx, b, sleepers(ctx.scratch.svc_sleep, n), f"start{n}")

@@ -13,14 +13,15 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from dynamod.init import final
 from dynamod.init.log import error, log
 from dynamod.ipc.framing import FrameDecoder, FrameError, encode_frame
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _env_float(name: str, default: float) -> float:
@@ -30,21 +31,22 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
-@dataclass
 class Timing:
     """Supervision timings; overridable through the environment so tests
-    can run the same code paths in seconds instead of minutes."""
+    can run the same code paths in seconds instead of minutes. (A plain
+    class: dataclasses would cost PID 1 a few MiB of imports.)"""
 
-    heartbeat: float = field(default_factory=lambda: _env_float("DYNAMOD_HEARTBEAT_INTERVAL", 5.0))
-    missed_heartbeats: int = 3
-    backoff_min: float = field(default_factory=lambda: _env_float("DYNAMOD_BACKOFF_MIN", 0.5))
-    backoff_max: float = field(default_factory=lambda: _env_float("DYNAMOD_BACKOFF_MAX", 30.0))
-    # An svmgr that ran this long is healthy again: backoff and crash count reset.
-    stable_after: float = field(default_factory=lambda: _env_float("DYNAMOD_STABLE_AFTER", 30.0))
-    crash_loop: int = 5
-    shutdown_deadline: float = field(default_factory=lambda: _env_float("DYNAMOD_SHUTDOWN_TIMEOUT", 90.0))
-    term_wait: float = 5.0
-    kill_wait: float = 2.0
+    def __init__(self) -> None:
+        self.heartbeat = _env_float("DYNAMOD_HEARTBEAT_INTERVAL", 5.0)
+        self.missed_heartbeats = 3
+        self.backoff_min = _env_float("DYNAMOD_BACKOFF_MIN", 0.5)
+        self.backoff_max = _env_float("DYNAMOD_BACKOFF_MAX", 30.0)
+        # An svmgr that ran this long is healthy again: backoff and crash count reset.
+        self.stable_after = _env_float("DYNAMOD_STABLE_AFTER", 30.0)
+        self.crash_loop = 5
+        self.shutdown_deadline = _env_float("DYNAMOD_SHUTDOWN_TIMEOUT", 90.0)
+        self.term_wait = 5.0
+        self.kill_wait = 2.0
 
 
 SHUTDOWN_SIGNALS = {
@@ -152,8 +154,7 @@ class Init:
             if isinstance(exc, SystemExit) and self.exit_code is not None:
                 raise
             error(f"handler {name} failed: {type(exc).__name__}: {exc}")
-            for line in traceback.format_exc().splitlines()[-6:]:
-                error(f"  {line}")
+            _log_traceback()
 
     # --------------------------------------------------------------------- loop
     def run(self) -> int:
@@ -449,6 +450,16 @@ class Init:
         if self.exit_code is None:  # reboot(2) returned: nothing left to do
             while True:
                 time.sleep(3600)
+
+
+def _log_traceback() -> None:
+    try:
+        import traceback  # only on the error path: it is a costly import
+
+        for line in traceback.format_exc().splitlines()[-6:]:
+            error(f"  {line}")
+    except Exception:
+        pass
 
 
 def signame(sig: int) -> str:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
-from typing import Any
 
 from dynamod.init import syscalls
 from dynamod.init.log import error, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 # Used when /proc/mounts cannot be read (already unmounted, or broken).
 FALLBACK_MOUNTS = ["/proc", "/sys", "/dev", "/run", "/dev/pts", "/dev/shm", "/sys/fs/cgroup", "/tmp", "/home", "/var"]

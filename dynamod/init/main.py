@@ -3,34 +3,69 @@ let anything escape while we are PID 1."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 from dynamod.init.log import error, log, use_kmsg
 
+USAGE = """usage: dynamod-init [--container] [--config-dir DIR] [--runtime-dir DIR] [--write-machine-id]
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="dynamod-init", description="dynamod PID 1")
-    p.add_argument("--container", action="store_true",
-                   help="run as PID 1 of a container / PID namespace (also: $container is set)")
-    p.add_argument("--config-dir", default="/etc/dynamod")
-    p.add_argument("--runtime-dir", default="/run/dynamod")
-    p.add_argument("--write-machine-id", action="store_true",
-                   help="create /etc/machine-id if missing or empty, then exit")
-    return p.parse_args(argv)
+dynamod PID 1.
+  --container         run as PID 1 of a container / PID namespace (also: $container is set)
+  --config-dir DIR    service configuration (default /etc/dynamod)
+  --runtime-dir DIR   runtime directory (default /run/dynamod)
+  --write-machine-id  create /etc/machine-id if missing or empty, then exit
+"""
+
+
+class Options:
+    def __init__(self) -> None:
+        self.container = False
+        self.config_dir = "/etc/dynamod"
+        self.runtime_dir = "/run/dynamod"
+        self.write_machine_id = False
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    """A hand-written parser: argparse would cost PID 1 about 1 MiB."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    opts = Options()
+    while args:
+        a = args.pop(0)
+        key, eq, value = a.partition("=")
+        if a == "--container":
+            opts.container = True
+        elif a == "--write-machine-id":
+            opts.write_machine_id = True
+        elif key in ("--config-dir", "--runtime-dir"):
+            if not eq:
+                if not args:
+                    _usage(f"{key} needs a value")
+                value = args.pop(0)
+            setattr(opts, key[2:].replace("-", "_"), value)
+        elif a in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            sys.exit(0)
+        else:
+            _usage(f"unknown argument {a!r}")
+    return opts
+
+
+def _usage(message: str) -> None:
+    sys.stderr.write(f"dynamod-init: {message}\n{USAGE}")
+    sys.exit(2)
 
 
 # Container managers announce themselves in this (lower-case) variable.
 CONTAINER_ENV = "container"
 
 
-def in_container(args: argparse.Namespace) -> bool:
+def in_container(args: Options) -> bool:
     return args.container or bool(os.environ.get(CONTAINER_ENV))
 
 
-def boot(args: argparse.Namespace) -> int:
+def boot(args: Options) -> int:
     from dynamod.init import phase_a, sysinit
     from dynamod.init.core import Init
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 MS_RDONLY = 1
@@ -25,23 +24,30 @@ REBOOT_COMMANDS = {"reboot": RB_AUTOBOOT, "halt": RB_HALT_SYSTEM, "poweroff": RB
 
 PR_SET_CHILD_SUBREAPER = 36
 
-_libc: ctypes.CDLL | None = None
+_libc = None
 
 
-def libc() -> ctypes.CDLL:
+def libc():
+    # ctypes costs PID 1 memory it does not need in container mode.
     global _libc
     if _libc is None:
+        import ctypes
+
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
 def _check(ret: int, what: str) -> None:
     if ret != 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    import ctypes
+
     ret = libc().mount(
         source.encode(),
         target.encode(),
@@ -57,6 +63,8 @@ def umount(target: str, flags: int = 0) -> None:
 
 
 def reboot(command: int) -> None:
+    import ctypes
+
     # c_int wraps the unsigned magic numbers the way the kernel expects.
     _check(libc().reboot(ctypes.c_int(command)), "reboot")
 

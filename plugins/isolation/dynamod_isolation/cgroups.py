@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
-import secrets
+import re
 import signal
+import time
 from dataclasses import dataclass, field
 
 from dynamod_isolation.options import CONTROLLERS, LIMITS
@@ -28,6 +30,7 @@ from dynamod_isolation.options import CONTROLLERS, LIMITS
 SUFFIX = ".service"
 # Initial namespaces have fixed inode numbers (include/linux/proc_ns.h).
 PROC_PID_INIT_INO = 0xEFFFFFFC
+PROC_CGROUP_INIT_INO = 0xEFFFFFFB
 
 
 def cgroup2_mounts(mounts: str = "/proc/self/mounts") -> list[str]:
@@ -74,22 +77,69 @@ def pid_cgroup(pid: int | str) -> str | None:
 
 
 def is_system_instance() -> bool:
-    """The manager started by dynamod-init on a real boot: child of PID 1 in
-    the initial PID namespace. Anything else (a test, a demo, a container,
-    a per-user tree) gets a tree of its own so that two managers never share
-    (and never kill) each other's cgroups."""
+    """The manager started by dynamod-init: a child of PID 1, either on a
+    real boot (the initial PID namespace) or in a container that has a
+    cgroup namespace of its own. Anything else (a test, a demo, a container
+    sharing the host's cgroups, a per-user tree) gets a tree of its own, so
+    that two managers never share (and never kill) each other's cgroups."""
+    if os.getppid() != 1:
+        return False
     try:
-        initial = os.stat("/proc/self/ns/pid").st_ino == PROC_PID_INIT_INO
+        return (os.stat("/proc/self/ns/pid").st_ino == PROC_PID_INIT_INO
+                or os.stat("/proc/self/ns/cgroup").st_ino != PROC_CGROUP_INIT_INO)
     except OSError:
-        initial = False
-    return initial and os.getppid() == 1
+        return False
 
 
-def default_tree(mount: str) -> str:
+INSTANCE_TREE = re.compile(r"dynamod-[0-9a-f]{12}")
+STALE_AFTER = 600.0  # seconds
+
+
+def default_tree(mount: str, runtime_dir: str) -> str:
+    """The system instance's ``dynamod``, or for any other manager a tree
+    named after its runtime directory and PID namespace, below its own
+    cgroup: unique among managers running at the same time (no two share a
+    runtime directory), and the same again for a manager that restarts and
+    adopts its predecessor's services (see dynamod.svmgr.adopt)."""
     if is_system_instance():
         return os.path.join(mount, "dynamod")
     own = (pid_cgroup("self") or "/").lstrip("/")
-    return os.path.join(mount, own, f"dynamod-{os.getpid()}-{secrets.token_hex(3)}")
+    parent = os.path.join(mount, own)
+    sweep_stale_trees(parent)
+    try:
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pidns = 0
+    key = hashlib.sha256(f"{pidns}:{os.path.abspath(runtime_dir)}".encode()).hexdigest()[:12]
+    return os.path.join(parent, f"dynamod-{key}")
+
+
+def sweep_stale_trees(parent: str) -> None:
+    """Remove per-instance trees that managers killed without a chance to
+    clean up left behind: no process anywhere below, made more than ten
+    minutes ago. (rmdir refuses a cgroup with processes or children, so a
+    live manager's busy tree is never touched; an idle one it would simply
+    make again.)"""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    now = time.time()
+    for e in entries:
+        if not INSTANCE_TREE.fullmatch(e.name) or not e.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if now - e.stat().st_mtime < STALE_AFTER:
+                continue
+        except OSError:
+            continue
+        if read_keyed(os.path.join(e.path, "cgroup.events")).get("populated", 1) != 0:
+            continue
+        with contextlib.suppress(OSError):
+            for root, dirs, _files in os.walk(e.path, topdown=False):
+                for d in dirs:
+                    os.rmdir(os.path.join(root, d))
+            os.rmdir(e.path)
 
 
 def mount_of(path: str, mounts: list[str]) -> str | None:

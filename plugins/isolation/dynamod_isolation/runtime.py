@@ -34,7 +34,6 @@ ENV_ROOT = "DYNAMOD_CGROUP_ROOT"
 # Retry delays for removing a cgroup whose processes are still dying
 # (cgroup.kill is asynchronous): about 10 s in all.
 REMOVE_DELAYS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0)
-ALIVE = ("starting", "waiting-ready", "running", "stopping")
 
 
 def stderr_log(message: str) -> None:
@@ -74,17 +73,25 @@ class Isolation:
         self.tree_checked = False
         self.no_cgroups = ""  # why services run without cgroups
         self.owned_tree = False  # a per-instance tree, removed at exit
+        self.runtime_dir: str | None = None  # the manager's (from any service)
         self.running: dict[str, Running] = {}
         self.history: dict[str, History] = {}
         self.removals: dict[str, asyncio.TimerHandle] = {}
         self.inotify: Any = None
 
     # ------------------------------------------------------------ the tree
-    def get_tree(self) -> Tree | None:
-        """Find (once) the cgroup2 hierarchy and set up dynamod's tree."""
+    def get_tree(self, runtime_dir: str | None = None) -> Tree | None:
+        """Find (once) the cgroup2 hierarchy and set up dynamod's tree
+        (``runtime_dir``: the manager's, which names a per-instance tree)."""
+        if runtime_dir is not None:
+            self.runtime_dir = runtime_dir
+        runtime_dir = self.runtime_dir
         if self.tree_checked:
-            if self.tree is not None and not os.path.isdir(self.tree.path):
-                self._setup(self.tree)  # removed from outside: make it again
+            # Removed from outside (or by our own exit clean-up of a
+            # per-instance tree): make it again, or do without.
+            tree = self.tree
+            if tree is not None and not os.path.isdir(tree.path) and not self._setup(tree):
+                self.tree = None
             return self.tree
         self.tree_checked = True
         mounts = cgroups.cgroup2_mounts()
@@ -99,7 +106,10 @@ class Isolation:
                 return self._without("no cgroup2 file system is mounted (see /proc/self/mounts)")
             # /sys/fs/cgroup on a pure v2 system, .../unified on a hybrid one.
             mount = next((m for m in mounts if m == "/sys/fs/cgroup"), mounts[0])
-            path = cgroups.default_tree(mount)
+            if runtime_dir is None:
+                self.tree_checked = False  # decided by the first hook with a service
+                return None
+            path = cgroups.default_tree(mount, runtime_dir)
             self.owned_tree = not cgroups.is_system_instance()
         tree = Tree(mount, path)
         if not self._setup(tree):
@@ -165,7 +175,7 @@ class Isolation:
     def _cgroup_steps(self, service: ServiceContext, run: Running, values: dict[str, str],
                       spec: SpawnSpec) -> list[str]:
         hist = self.history.setdefault(service.name, History())
-        tree = self.get_tree()
+        tree = self.get_tree(service.runtime_dir)
         if tree is None:
             if values:
                 run.unapplied = {k: self.no_cgroups for k in values}
@@ -195,8 +205,8 @@ class Isolation:
             run.netns_fd = create_netns()
             chain += wrappers.join_netns(os.getpid(), run.netns_fd)
         chain += wrappers.unshare(ns.namespaces)
-        handshake = ""
         host_ids = _setpriv_ids(spec.wrapper)
+        keep_pwd = "PWD" in spec.env
         if "user" in ns.namespaces:
             # Inside, the chain becomes root first, then [service.user] if set.
             uid, gid = host_ids or (0, 0)
@@ -209,12 +219,15 @@ class Isolation:
                         )
             directory = os.path.join(service.runtime_dir, "isolation")
             run.handshake = Handshake(directory, service.name, ns.uid_map, ns.gid_map)
-            handshake = run.handshake.script()
-        if handshake or ns.hostname or ns.mount_setup:
-            mounts = wrappers.mount_points() if ns.protect_system != "no" or ns.bind_mounts else []
-            chain += wrappers.setup_step(wrappers.setup_script(ns, handshake=handshake, mounts=mounts))
-        if "user" in ns.namespaces:
+            # Become the namespace's root before anything else: until then
+            # the process's ids are unmapped there, and mount(8) takes an
+            # unmapped (overflow) uid for an ordinary user and refuses.
+            chain += wrappers.setup_step(wrappers.exec_after(run.handshake.script(), keep_pwd))
             chain += wrappers.become_root()
+        if ns.hostname or ns.mount_setup:
+            mounts = wrappers.mount_points() if ns.protect_system != "no" or ns.bind_mounts else []
+            script = wrappers.setup_script(ns, mounts=mounts, unset_pwd=not keep_pwd)
+            chain += wrappers.setup_step(script)
         return chain
 
     def started(self, service: ServiceContext, pid: int) -> None:
@@ -261,9 +274,44 @@ class Isolation:
             service.fail("oom-killed")
         return True
 
-    # --------------------------------------------------------------- stop
-    def kill(self, service: ServiceContext, sig: int) -> bool | None:
+    def exit_reason(self, service: ServiceContext, status: int | None) -> str | None:
+        """``oom-killed`` when the main process's exit came with an OOM kill
+        in its cgroup (checked synchronously: the kernel counts ``oom_kill``
+        before the victim is gone). For a host hook that lets a plugin name
+        the reason of an exit before the state change is committed (not in
+        the host yet; see docs/isolation.md, "OOM kills")."""
         run = self.running.get(service.name)
+        if run is None or status is None or not self.check_oom(service, run, live=False):
+            return None
+        return "oom-killed"
+
+    # --------------------------------------------------------------- stop
+    def record(self, service: ServiceContext) -> Running | None:
+        """The service's record; for one this manager did not spawn (adopted
+        from a predecessor that crashed: the cgroup path is the same), one
+        made from its cgroup."""
+        run = self.running.get(service.name)
+        if run is not None:
+            return run
+        pid = service.main_pid
+        if pid is None:
+            return None
+        tree = self.get_tree(service.runtime_dir)
+        if tree is None or tree.name_of(pid) != service.name:
+            return None
+        run = Running(service.name, cgroup=tree.service_path(service.name), pid=pid)
+        child = _first_child(pid)
+        if child is not None and _ns(child, "pid") not in (None, _ns("self", "pid")):
+            run.namespaces = frozenset({"pid"})
+        run.oom_seen = tree.oom_kills(run.cgroup) or 0
+        self.running[service.name] = run
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            self._watch_oom(service, run)
+        return run
+
+    def kill(self, service: ServiceContext, sig: int) -> bool | None:
+        run = self.record(service)
         if run is None:
             return None
         cgroup, tree = run.cgroup, self.tree
@@ -285,7 +333,13 @@ class Isolation:
     def stopped(self, service: ServiceContext) -> None:
         run = self.running.pop(service.name, None)
         if run is None:
-            return
+            # Not spawned by this manager (adopted after a restart of svmgr):
+            # its cgroup, if any, still has to go.
+            tree = self.get_tree(service.runtime_dir)
+            path = tree.service_path(service.name) if tree is not None else ""
+            if not path or not os.path.isdir(path):
+                return
+            run = Running(service.name, cgroup=path)
         self.check_oom(service, run, live=False)
         self._release(run)
         if run.cgroup is not None and self.tree is not None:
@@ -344,7 +398,7 @@ class Isolation:
     # ---------------------------------------------------------- questions
     def status(self, service: ServiceContext) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        run = self.running.get(service.name)
+        run = self.record(service)
         if run is not None and run.cgroup is not None and self.tree is not None:
             out["cgroup"] = run.cgroup
             out.update(self.tree.stats(run.cgroup))
@@ -360,9 +414,8 @@ class Isolation:
         return out
 
     def by_pid(self, pid: int) -> str | None:
-        if self.tree is None:
-            return None
-        return self.tree.name_of(pid)
+        tree = self.tree if self.tree is not None else self.get_tree(self.runtime_dir)
+        return tree.name_of(pid) if tree is not None else None
 
 
 def _setpriv_ids(wrapper: list[str]) -> tuple[int, int] | None:
@@ -377,6 +430,13 @@ def _setpriv_ids(wrapper: list[str]) -> tuple[int, int] | None:
     if uid is None and gid is None:
         return None
     return (uid if uid is not None else 0, gid if gid is not None else 0)
+
+
+def _ns(pid: int | str, kind: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+    except OSError:
+        return None
 
 
 def _first_child(pid: int) -> int | None:

@@ -10,8 +10,9 @@ parent namespace, writes ``/proc/PID/uid_map`` and ``gid_map`` itself:
 * the manager (watching the first FIFO on its loop) writes the maps of the
   spawned PID, which is in the new user namespace (unshare unshares itself
   before it forks or execs), then writes ``go``;
-* the shell goes on (mounts, hostname), and a ``setpriv`` step makes the
-  process the namespace's root (its ids were unmapped until then).
+* the shell execs ``setpriv``, which makes the process the namespace's
+  root (its ids were unmapped until then), and the chain goes on (mounts,
+  hostname, the service).
 
 FIFOs rather than inherited pipes: dash (Debian's /bin/sh) only parses
 descriptors 0-9 in redirections and cannot close inherited ones, so a pipe

@@ -11,13 +11,16 @@ exec step that does its part and execs the rest. In order:
    docs/isolation.md for the measured alternatives).
 2. ``nsenter --net=/proc/MANAGER/fd/N`` — join the network namespace the
    manager prepared (dynamod_isolation.netns).
-3. ``unshare --mount --uts --ipc --cgroup --user --pid --fork --kill-child
-   --mount-proc`` — the other namespaces.
-4. ``sh -c SETUP`` inside them: the user namespace handshake, the hostname,
-   a private /tmp, bind mounts, read-only remounts.
-5. ``setpriv --reuid=0 --regid=0 --clear-groups`` — with a user namespace:
-   become its root (the ids were unmapped until the maps were written), so
-   that a later switch to ``[service.user]`` drops every capability.
+3. ``unshare --user --keep-caps --mount --uts --ipc --cgroup --pid --fork
+   --kill-child --mount-proc`` — the other namespaces.
+4. With a user namespace: ``sh -c HANDSHAKE`` (the manager writes the
+   uid/gid maps, dynamod_isolation.userns), then ``setpriv --reuid=0
+   --regid=0 --clear-groups``: become the namespace's root. Until then the
+   process's ids are unmapped there (mount(8) would take it for an ordinary
+   user), and a later switch to ``[service.user]`` then drops every
+   capability as it should.
+5. ``sh -c SETUP`` inside the namespaces: the hostname, a private /tmp,
+   bind mounts, read-only remounts.
 6. ``env NAME=VALUE ...`` — only when the environment has names a shell
    cannot carry (dash drops them).
 
@@ -69,7 +72,7 @@ class ToolMissing(Exception):
 def tool(name: str) -> str:
     path = shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if path is None:
-        raise ToolMissing(f"{name}(1) from util-linux is needed and was not found")
+        raise ToolMissing(f"{name}(1) is needed and was not found in /usr/sbin:/usr/bin:/sbin:/bin")
     return path
 
 
@@ -124,12 +127,11 @@ def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-def _ro_options(options: str) -> str:
-    """Per-mount flags with ``ro`` instead of ``rw``. Passed explicitly on
-    remount: inside a user namespace, flags such as nosuid/nodev are locked
-    and a remount that drops them is refused."""
-    keep = [o for o in options.split(",") if o not in ("rw", "ro")]
-    return ",".join(["remount", "bind", "ro", *keep])
+def _ro_flags(options: str) -> str:
+    """Per-mount flags with ``ro`` instead of ``rw``. Passed explicitly: in
+    a user namespace flags such as nosuid/nodev are locked, and a
+    (re)mount that would drop them is refused."""
+    return ",".join(["ro", *(o for o in options.split(",") if o not in ("rw", "ro"))])
 
 
 def _options_of(path: str, mounts: list[tuple[str, str]]) -> str:
@@ -141,23 +143,33 @@ def _options_of(path: str, mounts: list[tuple[str, str]]) -> str:
     return opts
 
 
-def setup_script(opts: NamespaceOptions, *, handshake: str = "",
-                 mounts: list[tuple[str, str]] | None = None) -> str:
-    """Step 4: what runs inside the new namespaces before the service.
+def exec_after(script: str, keep_pwd: bool) -> str:
+    """A shell script that runs ``script`` and then execs the rest."""
+    return script + ("\n" if keep_pwd else "\nunset PWD\n") + 'exec "$@"'
+
+
+def setup_script(opts: NamespaceOptions, *, mounts: list[tuple[str, str]] | None = None,
+                 unset_pwd: bool = True) -> str:
+    """Step 5: what runs inside the new namespaces before the service.
     ``mounts`` is the manager's mount table (:func:`mount_points`)."""
     mounts = mounts or []
     mount = shlex.quote(tool("mount")) if opts.mount_setup else "mount"
     q = shlex.quote
 
-    def read_only(point: str, source: str) -> str:
-        return f"{mount} -o {_ro_options(_options_of(source, mounts))} {q(point)}"
+    def bind_ro(source: str, target: str) -> str:
+        # One exec for both steps: with "ro", mount(8) binds and then
+        # remounts the new mount read-only (with the source's other flags).
+        flags = _ro_flags(_options_of(source, mounts))
+        return f"{mount} --rbind -o {flags} {q(source)} {q(target)}"
 
     lines: list[str] = []
-    if handshake:
-        lines.append(handshake)
-    if opts.hostname:
-        # /proc/sys/kernel/hostname sets the name of the UTS namespace the
-        # writer is in; no hostname(1) exec needed.
+    if opts.hostname and "user" in opts.namespaces:
+        # In a user namespace /proc/sys/kernel/hostname belongs to the
+        # host's root (unmapped there): sethostname(2) through hostname(1),
+        # which checks the capability the namespace's root does have.
+        lines.append(f"{q(tool('hostname'))} {q(opts.hostname)}")
+    elif opts.hostname:
+        # Writing it sets the name of the writer's UTS namespace: no exec.
         lines.append(f"echo {q(opts.hostname)} > /proc/sys/kernel/hostname")
     if opts.private_tmp:
         for d in TMP_DIRS:
@@ -166,21 +178,27 @@ def setup_script(opts: NamespaceOptions, *, handshake: str = "",
     # Bind mounts before the read-only remounts: a bind copies the flags of
     # its source mount, so a writable one made after "/" went read-only
     # would be read-only too.
-    for p in opts.writable_paths:
+    points = {point for point, _ in mounts}
+    writable = list(opts.writable_paths)
+    if opts.protect_system == "strict":
+        # /run on the root file system (no mount of its own) would go
+        # read-only with "/": make each its own mount point first.
+        writable += [p for p in STRICT_WRITABLE if p not in points]
+    for p in writable:
         if os.path.exists(p):
-            lines.append(f"{mount} --bind {q(p)} {q(p)}")
+            lines.append(f"{mount} --rbind {q(p)} {q(p)}")
     for b in opts.bind_mounts:
-        lines.append(f"{mount} --rbind {q(b.source)} {q(b.target)}")
-        if not b.writable:
-            lines.append(read_only(b.target, b.source))
+        if b.writable:
+            lines.append(f"{mount} --rbind {q(b.source)} {q(b.target)}")
+        else:
+            lines.append(bind_ro(b.source, b.target))
     if opts.protect_system == "full":
         for d in FULL_READ_ONLY:
             if os.path.isdir(d) and not _under(d, opts.writable_paths):
                 # Bound onto itself to become a mount point of its own
                 # (recursively: what is mounted below, an earlier bind mount
-                # included, stays as it is), then made read-only.
-                lines.append(f"{mount} --rbind {q(d)} {q(d)}")
-                lines.append(read_only(d, d))
+                # included, stays as it is) and made read-only.
+                lines.append(bind_ro(d, d))
     elif opts.protect_system == "strict":
         keep = [*STRICT_WRITABLE, *opts.writable_paths, *(b.target for b in opts.bind_mounts)]
         if opts.private_tmp:
@@ -190,7 +208,9 @@ def setup_script(opts: NamespaceOptions, *, handshake: str = "",
             if point in seen or _under(point, keep) or "ro" in options.split(","):
                 continue
             seen.add(point)
-            lines.append(f"{mount} -o {_ro_options(options)} {q(point)}")
+            lines.append(f"{mount} -o remount,bind,{_ro_flags(options)} {q(point)}")
+    if unset_pwd:  # see join_cgroup
+        lines.append("unset PWD")
     lines.append('exec "$@"')
     return "\n".join(lines)
 

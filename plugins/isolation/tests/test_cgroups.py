@@ -5,15 +5,18 @@ limits are reported as not applicable). Each test has its own tree
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from dynamod_isolation.cgroups import cgroup2_mounts
 
-from dynamod.testing import ConfigTree, Svmgr, pid_alive
+from dynamod.testing import ConfigTree, InitContainer, Svmgr, pid_alive
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not cgroup2_mounts(), reason="needs root and a cgroup2 mount"
@@ -217,7 +220,7 @@ def test_per_instance_tree_by_default(tree: ConfigTree, tmp_path: Path) -> None:
     with Svmgr(tree.root, tmp_path / "run", env=env) as mgr:
         path = mgr.wait_state("one", "running")["extra"]["cgroup"]
         parent = os.path.dirname(path)
-        assert os.path.basename(parent).startswith(f"dynamod-{mgr.pid}-")
+        assert re.fullmatch(r"dynamod-[0-9a-f]{12}", os.path.basename(parent))
         assert os.path.basename(path) == "one.service"
     assert not os.path.exists(parent)
 
@@ -236,3 +239,85 @@ def test_kill_hook_sends_sigkill_through_cgroup_kill(tree: ConfigTree, svmgr: Ca
     leftover = read_int(shared_dir / "leftover", mgr)
     mgr.wait_for(lambda: not pid_alive(leftover), what="leftover killed")
     assert signal.SIGKILL  # (the signal the host asked for)
+
+
+def _host_pid(init_pid: int, ns_pid: int) -> int:
+    """A PID inside the container's PID namespace, as the host sees it."""
+    ns = os.readlink(f"/proc/{init_pid}/ns/pid")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            if os.readlink(entry / "ns/pid") != ns:
+                continue
+        except OSError:
+            continue
+        m = re.search(r"^NSpid:\s+(\d+)\s+(\d+)", status, re.M)
+        if m and int(m.group(2)) == ns_pid:
+            return int(entry.name)
+    raise LookupError(ns_pid)
+
+
+def _until(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def test_adopted_service_keeps_its_cgroup(tree: ConfigTree, tmp_path: Path) -> None:
+    """dynamod-init restarts a crashed svmgr, which adopts the running
+    services: the new one finds their cgroups (a per-instance tree is named
+    after the runtime directory and PID namespace, so it is the same), kills
+    a double-forked leftover with the service and removes the cgroup."""
+    leftover_file = tmp_path / "leftover"  # (the container has a /run of its own)
+    tree.simple("leaky", f"(setsid sleep 1000 & echo $! > {leftover_file}); exec sleep 1000")
+    env = {k: v for k, v in os.environ.items() if k != "DYNAMOD_CGROUP_ROOT"}
+    env.update(DYNAMOD_HEARTBEAT_INTERVAL="0.3", DYNAMOD_BACKOFF_MIN="0.1")
+    path = ""
+    try:
+        with InitContainer(tree.root, tmp_path / "c", env=env) as c:
+            c.wait_log("leaky: waiting-ready -> running")
+            path = c.request("ServiceStatus", {"name": "leaky"})["service"]["extra"]["cgroup"]
+            text = _until(lambda: leftover_file.exists() and leftover_file.read_text().strip(), "leftover")
+            leftover = int(str(text))  # its PID inside the container
+            time.sleep(0.5)  # let svmgr record its state
+            svmgr = int(re.findall(r"svmgr started \(pid (\d+)\)", c.log())[-1])
+            os.kill(_host_pid(c.pid, svmgr), signal.SIGKILL)
+            c.wait_log("adopted from the previous svmgr: leaky")
+            info = c.request("ServiceStatus", {"name": "leaky"})["service"]
+            assert info["state"] == "running" and info["extra"]["cgroup"] == path
+            assert c.request("GetServiceByPid", {"pid": leftover})["name"] == "leaky"
+            host_leftover = _host_pid(c.pid, leftover)
+            c.request("StopService", {"name": "leaky"})
+            c.wait_log("leaky: stopping -> stopped")
+            _until(lambda: not pid_alive(host_leftover), "the leftover killed")
+            _until(lambda: not os.path.exists(path), "the cgroup removed")
+            c.signal(signal.SIGTERM)
+            assert c.wait(30) == 0
+        assert not os.path.exists(os.path.dirname(path))  # the tree goes with the manager
+    finally:
+        if path and os.path.isdir(os.path.dirname(path)):
+            top = os.path.dirname(path)
+            for root, dirs, _files in os.walk(top, topdown=False):
+                for sub in dirs:
+                    with contextlib.suppress(OSError):
+                        Path(root, sub, "cgroup.kill").write_text("1")
+                    with contextlib.suppress(OSError):
+                        _until(lambda r=root, d=sub: _rmdir(os.path.join(r, d)), "rmdir", 5)
+            with contextlib.suppress(OSError, TimeoutError):
+                os.rmdir(top)
+
+
+def _rmdir(path: str) -> bool:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
