@@ -209,3 +209,13 @@ def test_broken_root_ends_in_the_emergency_shell_with_the_reason(images):
     assert "Phase A failed: mounting the root failed: root device LABEL=no-such-root not found" in r.console
     assert f'LABEL="{images.label}"' in r.console  # what is there instead
     assert "dynamod-init: emergency shell" in r.console
+
+
+def test_emergency_flag_on_the_command_line_starts_the_shell_before_svmgr(images):
+    r = booted(images, "emergency-flag", snapshot=True, test=False, append=["dynamod.emergency=1"],
+               until=vm.EMERGENCY, timeout=90)
+    assert r.stopped_early, f"no emergency shell\n{r.tail()}"
+    # Phase A and B ran; the shell comes instead of svmgr.
+    assert "dynamod-init: running (system mode), pid 1" in r.console, r.tail()
+    assert "EMERGENCY: dynamod.emergency=1 on the kernel command line" in r.console, r.tail()
+    assert "svmgr started" not in r.console[: r.console.index("EMERGENCY: dynamod.emergency=1")]

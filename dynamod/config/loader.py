@@ -20,6 +20,7 @@ from typing import Any
 from dynamod.config import graph
 from dynamod.config.extensions import Extensions, builtin_extensions
 from dynamod.config.model import (
+    FAILURE_ACTIONS,
     RESTART_POLICIES,
     ROOT_SUPERVISOR,
     SERVICE_TYPES,
@@ -256,6 +257,9 @@ def _parse_supervisor(data: dict[str, Any], rep: Reporter) -> SupervisorConfig |
     elif parent is None and name != ROOT_SUPERVISOR:
         parent = ROOT_SUPERVISOR
     strategy = sup.choice("strategy", STRATEGIES, "one-for-one")
+    on_failure = sup.choice("on-failure", FAILURE_ACTIONS, "emergency")
+    if on_failure != "emergency" and name != ROOT_SUPERVISOR:
+        rep.error("supervisor.on-failure", "only the root supervisor has a system action")
     sup.finish()
     max_restarts, window = 5, 60.0
     if restart is not None:
@@ -266,7 +270,7 @@ def _parse_supervisor(data: dict[str, Any], rep: Reporter) -> SupervisorConfig |
         return None
     return SupervisorConfig(
         name=rep.declared_name, source=rep.file, parent=parent, strategy=strategy,
-        max_restarts=max_restarts, max_restart_window=window,
+        max_restarts=max_restarts, max_restart_window=window, on_failure=on_failure,
     )
 
 

@@ -17,6 +17,11 @@ from typing import Any
 SERVICE_TYPES = ("simple", "oneshot", "forking", "notify")
 RESTART_POLICIES = ("permanent", "transient", "temporary")
 STRATEGIES = ("one-for-one", "one-for-all", "rest-for-one")
+# What the system does when the root supervisor fails. "emergency": ask
+# dynamod-init for the emergency shell (unprivileged: stop everything and
+# exit non-zero); poweroff/reboot/halt: an ordered shutdown of that kind;
+# "exit": stop everything, svmgr exits 3; "none": log only.
+FAILURE_ACTIONS = ("emergency", "poweroff", "reboot", "halt", "exit", "none")
 ROOT_SUPERVISOR = "root"
 
 
@@ -93,6 +98,7 @@ class SupervisorConfig:
     strategy: str = "one-for-one"
     max_restarts: int = 5
     max_restart_window: float = 60.0
+    on_failure: str = "emergency"  # root only: see FAILURE_ACTIONS
 
 
 @dataclass(frozen=True)

@@ -101,14 +101,21 @@ class Daemon:
             self.link.start(loop)
 
         def root_failed(reason: str) -> None:
+            action = manager.supervisors["root"].cfg.on_failure
             log(f"ROOT SUPERVISOR FAILED: {reason}")
-            if self.link is not None:
+            if action == "none":
+                log("system action: none (configured); services stay stopped")
+            elif action in ("poweroff", "reboot", "halt"):
+                log(f"system action: {action}")
+                spawn_task(self.shutdown(action))
+            elif action == "emergency" and self.link is not None:
                 log("system action: emergency (asking dynamod-init for the emergency shell)")
                 self.link.send("Emergency", {"reason": f"root supervisor failed: {reason}"})
-                return
-            log("system action: stopping everything and exiting (unprivileged mode)")
-            self.exit_code = EXIT_ROOT_FAILED
-            spawn_task(self.shutdown("exit"))
+            else:
+                why = "configured" if action == "exit" else "emergency, unprivileged mode"
+                log(f"system action: stopping everything and exiting ({why})")
+                self.exit_code = EXIT_ROOT_FAILED
+                spawn_task(self.shutdown("exit"))
 
         manager.on_root_failure = root_failed
         from dynamod.svmgr.adopt import StateKeeper
