@@ -113,6 +113,3 @@ class Stat:
             "failures": self.failures,
         }
 
-
-def median_of(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None

@@ -196,6 +196,21 @@ def dynamod_service_kill(service: ServiceContext, signal: int) -> bool | None:
     """
 
 
+@hookspec(firstresult=True)
+def dynamod_service_exit_reason(service: ServiceContext, pid: int, status: int | None) -> str | None:
+    """Name the cause of the main process's exit better than its wait status.
+
+    Called when the main process of a running or starting service exited,
+    before the failure is recorded. The isolation plugin answers
+    ``"oom-killed"`` when the kernel's OOM killer took the process, which the
+    bare status (``killed by SIGKILL``) cannot tell. The answer becomes the
+    reason shown by ``dynamodctl status``, followed by the status in
+    parentheses. ``status`` is the raw wait status, or None when it cannot be
+    known. Return None to say nothing. Stops at first non-None result;
+    exceptions are logged and ignored.
+    """
+
+
 @hookspec
 def dynamod_service_stopped(service: ServiceContext) -> None:
     """The service's main process is gone and it will not be restarted

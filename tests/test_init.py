@@ -205,12 +205,29 @@ def test_ten_thousand_orphans_are_reaped(tmp_path: Path) -> None:
         assert c.wait(30) == 0
 
 
+def wait_ignoring_term(c: InitContainer, name: str) -> None:
+    """Until the service's shell has run its ``trap '' TERM``."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            lines = c.request("GetLogs", {"name": name})["lines"]
+        except OSError:
+            lines = []
+        if any(text == "ignoring TERM" for _, text in lines):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(c.log())
+
+
+IGNORE_TERM = "trap '' TERM; echo 'ignoring TERM'; while :; do sleep 0.1; done"
+
+
 def test_service_ignoring_sigterm_is_killed_at_its_timeout(tmp_path: Path) -> None:
     tree = ConfigTree(tmp_path / "etc")
-    tree.simple("stubborn", "trap '' TERM; while :; do sleep 0.1; done",
-                extra='[shutdown]\nstop-timeout = "1s"\n')
+    tree.simple("stubborn", IGNORE_TERM, extra='[shutdown]\nstop-timeout = "1s"\n')
     with InitContainer(tree.root, tmp_path / "w", env=FAST) as c:
         c.wait_log("stubborn: waiting-ready -> running")
+        wait_ignoring_term(c, "stubborn")
         t0 = time.monotonic()
         c.signal(signal.SIGTERM)
         assert c.wait(30) == 0
@@ -221,11 +238,11 @@ def test_service_ignoring_sigterm_is_killed_at_its_timeout(tmp_path: Path) -> No
 
 def test_global_deadline_bounds_a_hung_shutdown(tmp_path: Path) -> None:
     tree = ConfigTree(tmp_path / "etc")
-    tree.simple("hung", "trap '' TERM; while :; do sleep 0.1; done",
-                extra='[shutdown]\nstop-timeout = "10m"\n')
+    tree.simple("hung", IGNORE_TERM, extra='[shutdown]\nstop-timeout = "10m"\n')
     env = dict(FAST, DYNAMOD_SHUTDOWN_TIMEOUT="2")
     with InitContainer(tree.root, tmp_path / "w", env=env) as c:
         c.wait_log("hung: waiting-ready -> running")
+        wait_ignoring_term(c, "hung")
         t0 = time.monotonic()
         c.signal(signal.SIGTERM)
         assert c.wait(60) == 0

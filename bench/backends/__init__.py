@@ -11,11 +11,9 @@ from bench.backends.supervisord import Supervisord
 
 # Column order of every table: dynamod, the floor, then the peers.
 ALL: list[type[Backend]] = [Dynamod, Floor, Supervisord, S6, Runit]
-PEERS: list[type[Backend]] = [Supervisord, S6, Runit]
 
 __all__ = [
     "ALL",
-    "PEERS",
     "S6",
     "Backend",
     "Dynamod",

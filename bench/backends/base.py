@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -115,13 +114,3 @@ class Backend(ABC):
         procs.remove_cgroups(cgroups)
         self.proc = None
         return left
-
-    def wait_socket(self, path: Path, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if path.exists():
-                return True
-            if self.proc is not None and self.proc.poll() is not None:
-                return False
-            time.sleep(0.005)
-        return False

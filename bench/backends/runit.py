@@ -26,7 +26,8 @@ class Runit(ServiceDirBackend):
         )
 
     def state_of(self, name: str) -> str:
-        return self.run_tool(["sv", "status", str(self.svdir / name)]).strip() or "?"
+        out = self.run_tool(["sv", "status", str(self.svdir / name)]).strip()
+        return out.replace(str(self.svdir) + "/", "") or "?"
 
     def status_argv(self, name: str) -> list[str]:
         return ["sv", "status", str(self.svdir / name)]

@@ -71,6 +71,7 @@ def run(ctx: Context) -> Table:
         "manager's default restart settings: dynamod `delay = 1s`, at most 5 restarts in 60 s, then "
         "failed; supervisord `startsecs = 1`, `startretries = 3` with a growing back-off, then FATAL; "
         "s6-supervise and runsv restart forever, at most once a second",
-        "one trial per manager (the window is long); manager CPU includes its start-up",
+        "one trial per manager (the window is long); restarts per minute = (starts - 1) x 60 / window; "
+        "manager CPU includes its start-up",
     ]
     return t

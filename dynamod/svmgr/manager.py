@@ -542,6 +542,14 @@ class Manager:
         if pid != s.main_pid:
             return
         s.exit = desc
+        if self.plugins is not None and s.state != st.STOPPING:
+            try:
+                better = self.plugins.hook.dynamod_service_exit_reason(service=s, pid=pid, status=status)
+            except Exception as exc:
+                self.log(f"{s.name}: exit reason hook failed: {exc}")
+                better = None
+            if isinstance(better, str) and better:
+                desc = f"{better} ({desc})"
         if s.pending_failure is not None:
             self._handle_failure(s, s.pending_failure, clean=False)
         elif s.state == st.STOPPING:
@@ -886,10 +894,15 @@ class Manager:
     def _kill(self, s: Service, sig: int) -> None:
         if self.plugins is not None:
             try:
-                if self.plugins.hook.dynamod_service_kill(service=s, signal=sig):
-                    return
+                handled = self.plugins.hook.dynamod_service_kill(service=s, signal=sig)
             except Exception as exc:
                 self.log(f"{s.name}: kill hook failed: {exc}")
+                handled = False
+            # A process spawned a moment ago may still be in its wrapper, not
+            # yet in the plugin's cgroup: SIGKILL also goes to the process
+            # group, so a kill can never miss it.
+            if handled and sig != signal.SIGKILL:
+                return
         if s.pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(s.pid, sig)

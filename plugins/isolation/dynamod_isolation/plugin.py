@@ -61,6 +61,11 @@ def dynamod_service_kill(service: ServiceContext, signal: int) -> bool | None:
 
 
 @dynamod.hookimpl
+def dynamod_service_exit_reason(service: ServiceContext, pid: int, status: int | None) -> str | None:
+    return isolation().exit_reason(service, status)
+
+
+@dynamod.hookimpl
 def dynamod_service_stopped(service: ServiceContext) -> None:
     isolation().stopped(service)
 

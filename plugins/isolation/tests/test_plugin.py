@@ -25,6 +25,7 @@ HOOKS = {
     "dynamod_service_started",
     "dynamod_service_kill",
     "dynamod_service_stopped",
+    "dynamod_service_exit_reason",
     "dynamod_service_status",
     "dynamod_service_by_pid",
 }
