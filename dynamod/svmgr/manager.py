@@ -516,28 +516,18 @@ class Manager:
             pid == s.pid
             and s.cfg.type == "forking"
             and s.state == st.STARTING
-            and s._main_pid is None
+            and s._main_pid != pid
             and s.pending_failure is None
         ):
-            if status == 0:
+            # The start process of a forking service: its exit is not the end.
+            if status != 0:
+                s.exit = desc
+                self._handle_failure(s, f"start process {desc}", clean=False)
+            elif s._main_pid is None:
                 self._forking_parent_exited(s, gen)
             else:
-                s.exit = desc
-                self._handle_failure(s, f"start process {desc}", clean=False)
-            return
-        if (
-            pid == s.pid
-            and s.cfg.type == "forking"
-            and s.state == st.STARTING
-            and s._main_pid not in (None, pid)
-            and s.pending_failure is None
-        ):
-            # MAINPID= (sd_notify) named the daemon before its parent exited.
-            if status == 0:
+                # MAINPID= (sd_notify) named the daemon before its parent exited.
                 self._await_ready(s, gen)
-            else:
-                s.exit = desc
-                self._handle_failure(s, f"start process {desc}", clean=False)
             return
         if pid != s.main_pid:
             return
