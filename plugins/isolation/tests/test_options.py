@@ -4,6 +4,7 @@ parsed values are what the kernel files and unshare(1) get."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dynamod_isolation.plugin
@@ -21,7 +22,11 @@ from dynamod.config.loader import load_config
 from dynamod.plugins import make_plugin_host
 from dynamod.testing import ConfigTree
 
-COMPAT = Path("/work/shared/compat/dynamod-configs")
+# The reference configs live in shared/ beside the repository checkout.
+COMPAT = Path(
+    os.environ.get("DYNAMOD_COMPAT_DIR")
+    or Path(__file__).resolve().parents[3].parent / "shared" / "compat" / "dynamod-configs"
+)
 
 
 def extensions():
