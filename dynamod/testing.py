@@ -326,6 +326,30 @@ class Svmgr:
                 self.proc.wait()
 
 
+class Managers:
+    """Several :class:`Svmgr` on one config tree, all stopped by
+    :meth:`stop_all` (what a test fixture needs): calling it starts one, in
+    ``work/runN`` unless ``runtime_dir`` is given."""
+
+    def __init__(self, tree: ConfigTree, work: str | os.PathLike[str]) -> None:
+        self.tree = tree
+        self.work = Path(work)
+        self.started: list[Svmgr] = []
+
+    def __call__(self, runtime_dir: str | os.PathLike[str] | None = None, **kw: Any) -> Svmgr:
+        rt = runtime_dir if runtime_dir is not None else self.work / f"run{len(self.started)}"
+        mgr = Svmgr(self.tree.root, rt, **kw)
+        self.started.append(mgr)
+        return mgr
+
+    def stop_all(self) -> None:
+        for mgr in self.started:
+            try:
+                mgr.stop()
+            except Exception:
+                pass
+
+
 class InitContainer:
     """``dynamod-init --container`` as PID 1 of a new PID + mount namespace
     (``unshare``; needs root), with its own /run. Its output (init's and

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamod.testing import ConfigTree, Svmgr
+from dynamod.testing import ConfigTree, Managers
 
 
 @pytest.fixture
@@ -16,18 +16,9 @@ def tree(tmp_path: Path) -> ConfigTree:
 
 
 @pytest.fixture
-def svmgr(tmp_path: Path, tree: ConfigTree) -> Iterator[callable]:
-    """``svmgr(**kw)`` starts a manager on ``tree``; all are stopped after."""
-    started: list[Svmgr] = []
-
-    def start(**kw: object) -> Svmgr:
-        mgr = Svmgr(tree.root, tmp_path / f"run{len(started)}", **kw)
-        started.append(mgr)
-        return mgr
-
-    yield start
-    for mgr in started:
-        try:
-            mgr.stop()
-        except Exception:
-            pass
+def svmgr(tmp_path: Path, tree: ConfigTree) -> Iterator[Managers]:
+    """``svmgr(**kw)`` starts a manager on ``tree``; all are stopped after.
+    ``runtime_dir=`` overrides the default runtime directory."""
+    managers = Managers(tree, tmp_path)
+    yield managers
+    managers.stop_all()

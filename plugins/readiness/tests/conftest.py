@@ -4,7 +4,6 @@ as an installed system would)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import tempfile
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamod.testing import ConfigTree, Svmgr
+from dynamod.testing import ConfigTree, Managers
 
 
 @pytest.fixture
@@ -22,23 +21,12 @@ def tree(tmp_path: Path) -> ConfigTree:
 
 
 @pytest.fixture
-def svmgr(tmp_path: Path, tree: ConfigTree) -> Iterator[Callable[..., Svmgr]]:
+def svmgr(tmp_path: Path, tree: ConfigTree) -> Iterator[Managers]:
     """``svmgr(**kw)`` starts a manager on ``tree``; all are stopped after.
     ``runtime_dir=`` overrides the default runtime directory."""
-    started: list[Svmgr] = []
-
-    def start(runtime_dir: str | os.PathLike[str] | None = None, **kw: object) -> Svmgr:
-        rt = runtime_dir if runtime_dir is not None else tmp_path / f"run{len(started)}"
-        mgr = Svmgr(tree.root, rt, **kw)  # type: ignore[arg-type]
-        started.append(mgr)
-        return mgr
-
-    yield start
-    for mgr in started:
-        try:
-            mgr.stop()
-        except Exception:
-            pass
+    managers = Managers(tree, tmp_path)
+    yield managers
+    managers.stop_all()
 
 
 @pytest.fixture
