@@ -27,9 +27,10 @@ preexec-join     preexec_fn writes the child's pid to cgroup.procs (fork path)
 user=/group=     Popen(user=0, group=0): also forces fork (for reference)
 python-shim      ``python3 -I -S -c`` joins the cgroup, then execs
 sh-join          ``sh -c 'echo $$ > cgroup.procs && exec "$@"'`` (what
-                 dynamod-isolation does)
+                 dynamod-isolation does with DYNAMOD_CGROUP_JOIN=shell)
 manager-hop      the manager moves itself into the service's cgroup around
-                 Popen and back (no extra exec, two migrations in the manager)
+                 Popen and back (no extra exec, two migrations in the manager;
+                 what dynamod-isolation does)
 sh-join+pid      sh-join, then ``unshare --pid --fork --mount-proc --kill-child``
 sh-join+mnt      sh-join, ``unshare --mount``, a setup shell that makes a
                  private /tmp and remounts /usr and /etc read-only
@@ -278,7 +279,7 @@ PLUGIN_CONFIGS: list[tuple[str, dict]] = [
 
 def plugin_variants(cg: str | None, runtime_dir: str) -> Iterator[tuple[str, Spawner | None, str]]:
     """The wrapper chains dynamod-isolation really builds (its prepare hook,
-    then Popen; for a user namespace also the manager's answer to the
+    then Popen inside the contexts it asked for, ``around_fork``; for a user namespace also the manager's answer to the
     handshake, which it gives from its loop)."""
     try:
         from dynamod_isolation.runtime import Isolation
@@ -301,8 +302,11 @@ def plugin_variants(cg: str | None, runtime_dir: str) -> Iterator[tuple[str, Spa
             r, w = os.pipe2(os.O_CLOEXEC)
             t0 = time.perf_counter()
             iso.prepare(svc, spec)
-            p = subprocess.Popen([*spec.wrapper, *spec.argv], stdin=subprocess.DEVNULL, stdout=w,
-                                 stderr=w, close_fds=True, start_new_session=True)
+            with contextlib.ExitStack() as around:  # as the host does (svmgr/spawn.py)
+                for ctx in spec.around_fork:
+                    around.enter_context(ctx)
+                p = subprocess.Popen([*spec.wrapper, *spec.argv], stdin=subprocess.DEVNULL,
+                                     stdout=w, stderr=w, close_fds=True, start_new_session=True)
             iso.started(svc, p.pid)
             blocked = time.perf_counter() - t0
             os.close(w)

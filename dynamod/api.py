@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from dynamod.config.model import ServiceConfig
 
 # A validator for one plugin-owned TOML table or one detector's options: it
@@ -32,13 +34,24 @@ class SpawnSpec:
     program (the spawn stays on the cheap vfork path: no ``preexec_fn``).
 
     ``pass_fds`` are kept open in the child at the same numbers (every other
-    descriptor of the manager is closed in the child)."""
+    descriptor of the manager is closed in the child).
+
+    ``around_fork`` holds context managers the host enters, in order, just
+    before the fork and leaves, in reverse, as soon as it returned (or
+    failed): for state a child inherits from its parent at fork time and that
+    a wrapper could only set at the price of one more exec, such as the
+    cgroup (the isolation plugin moves the manager into the service's cgroup
+    for that moment). They run on the manager's loop, which does nothing else
+    meanwhile: keep them to a few system calls. An exception on entering one
+    fails the start with its message; one on leaving is logged, and the
+    process, already running, is kept."""
 
     argv: list[str]
     env: dict[str, str]
     cwd: str | None = None
     wrapper: list[str] = field(default_factory=list)
     pass_fds: list[int] = field(default_factory=list)
+    around_fork: list[AbstractContextManager[Any]] = field(default_factory=list)
 
 
 class ServiceContext(Protocol):

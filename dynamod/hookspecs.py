@@ -118,10 +118,13 @@ def dynamod_spawn_prepare(service: ServiceContext, spec: SpawnSpec) -> None:
 
     Called for every spawn of the main process (not for ``stop-exec``). Add
     wrapper commands (``spec.wrapper``) that run before the program and then
-    exec it, environment variables, or descriptors to pass. This is where an
-    isolation plugin places the process in its cgroup *before* it execs (via a
-    wrapper), enters namespaces and applies limits. No blocking I/O: creating
-    a cgroup directory is fine, waiting on a network is not.
+    exec it, environment variables, descriptors to pass, or context managers
+    to wrap the fork itself (``spec.around_fork``: for what the child inherits
+    from the manager at fork time). This is where an isolation plugin places
+    the process in its cgroup *before* it execs (the manager moves into the
+    cgroup for the fork), enters namespaces (wrappers) and applies limits. No
+    blocking I/O: creating a cgroup directory is fine, waiting on a network is
+    not.
 
     Raising an exception fails this start of the service with the exception's
     message as the reason (the restart policy then applies).

@@ -7,6 +7,8 @@ taking the process down. Knobs (read from the environment):
 * ``DYNAMOD_PLUGINS_AUTOLOAD=0``: load no entry points at all.
 * ``DYNAMOD_DISABLE_PLUGINS=a,b``: skip these entry-point names.
 * ``DYNAMOD_TRACE_PLUGINS=1``: log every hook call to stderr.
+
+Entry points come from :mod:`dynamod.entrypoints`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import pluggy
 
 from dynamod import hookspecs
+from dynamod.entrypoints import find_entry_points
 
 PROJECTS = ("dynamod", "dynamodctl")
 
@@ -87,17 +90,14 @@ class PluginHost:
     def load_entrypoints(self) -> None:
         if os.environ.get("DYNAMOD_PLUGINS_AUTOLOAD", "1") == "0":
             return
-        from importlib.metadata import entry_points
-
         disabled = {n.strip() for n in os.environ.get("DYNAMOD_DISABLE_PLUGINS", "").split(",") if n.strip()}
         seen: set[str] = set()
-        for ep in entry_points(group=self.project):
+        for ep in find_entry_points(self.project):
             # Duplicate metadata (stray egg-info, lib64 symlinks) yields the
             # same entry point twice; the first one wins.
             if ep.name in seen or ep.name in disabled:
                 continue
             seen.add(ep.name)
-            dist = ep.dist
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not stop the host
@@ -105,12 +105,7 @@ class PluginHost:
                     PluginProblem(ep.name, f"failed to load {ep.value}: {type(exc).__name__}: {exc}")
                 )
                 continue
-            self.register(
-                plugin,
-                ep.name,
-                distribution=dist.metadata["Name"] if dist else "",
-                version=dist.version if dist else "",
-            )
+            self.register(plugin, ep.name, distribution=ep.distribution, version=ep.version)
 
     def plugin_name(self, plugin: object) -> str:
         return self.pm.get_name(plugin) or repr(plugin)

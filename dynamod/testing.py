@@ -73,6 +73,21 @@ class ConfigTree:
         (self.root / "supervisors" / f"{name}.toml").unlink()
 
 
+def install_plugin(site: str | os.PathLike[str], dist: str, module: str, source: str,
+                   entry: str | None = None, group: str = "dynamod") -> None:
+    """Install a plugin distribution the way pip leaves one: ``module.py``
+    with ``source`` (dedented) and a ``*.dist-info`` declaring one entry
+    point ``entry`` (default: ``dist``) in ``group``. Put ``site`` on
+    PYTHONPATH of the process that should find it."""
+    root = Path(site)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry or dist} = {module}\n")
+
+
 def stamp(path: str | os.PathLike[str], label: str) -> str:
     """A shell command appending ``LABEL <wall-clock ns>`` to ``path``: let
     test services record what happened to them and when (appends of one

@@ -14,16 +14,11 @@ import pytest
 import dynamod
 from dynamod import hookspecs
 from dynamod.plugins import make_plugin_host
+from dynamod.testing import install_plugin
 
 
 def fake_distribution(root: Path, dist: str, module: str, source: str, group: str = "dynamod") -> None:
-    """An installed distribution as importlib.metadata sees it: a module and
-    a dist-info with an entry point."""
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[{group}]\n{dist} = {module}\n")
+    install_plugin(root, dist, module, source, group=group)
 
 
 def run_host(root: Path, code: str, env: dict[str, str] | None = None) -> str:

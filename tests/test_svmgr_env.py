@@ -195,3 +195,25 @@ def test_no_file_descriptors_leak_into_stop_exec(tree, svmgr, tmp_path):
     fds = _fds(out.read_text().splitlines())
     assert sorted(fds) == [0, 1, 2]
     assert fds[1] == str(out)
+
+
+def test_descriptors_the_manager_inherited_do_not_reach_services(tree, tmp_path):
+    """Whoever started svmgr may have left descriptors open (inheritable);
+    services never see them, on the posix_spawn path or Popen's."""
+    import sys
+
+    from dynamod.testing import Svmgr
+
+    wrapper = tmp_path / "python-with-fd-7"
+    wrapper.write_text(f"#!/bin/sh\nexec 7</etc/hostname\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    tree.simple("spawned", "ls -l /proc/self/fd", type="oneshot")
+    tree.simple("in-dir", "ls -l /proc/self/fd", type="oneshot", workdir=str(tmp_path))
+    mgr = Svmgr(tree.root, tmp_path / "run", args=BARE, python=wrapper)
+    try:
+        for name in ("spawned", "in-dir"):
+            mgr.wait_state(name, "exited")
+            fds = _fds(mgr.wait_logs(name, "->"))
+            assert sorted(fds) == [0, 1, 2], (name, fds)
+    finally:
+        mgr.stop()

@@ -49,13 +49,16 @@ class Backend(ABC):
     def command(self) -> list[str]:
         """The manager's command line."""
 
+    def launch_env(self) -> dict[str, str]:
+        return self.scratch.env()
+
     def launch(self, argv: list[str] | None = None) -> None:
         log = open(self.dir / "manager.log", "wb")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
                 argv or self.command(),
                 cwd=self.dir,
-                env=self.scratch.env(),
+                env=self.launch_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -24,11 +24,20 @@ class Dynamod(Backend):
     supports_deps = True
 
     def __init__(
-        self, *args: object, plugins: bool = True, extra_toml: str = "", **kw: object
+        self,
+        *args: object,
+        plugins: bool = True,
+        extra_toml: str = "",
+        env: dict[str, str] | None = None,
+        **kw: object,
     ) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.plugins = plugins
         self.extra_toml = extra_toml
+        self.extra_env = env or {}
+
+    def launch_env(self) -> dict[str, str]:
+        return {**super().launch_env(), **self.extra_env}
 
     @property
     def socket(self) -> Path:

@@ -8,10 +8,12 @@ bench/spawn_cost.py's mechanism-level table is appended.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 
+from bench import cgroupfs
 from bench.backends import Dynamod
 from bench.common import BENCH_DIR, Stat, log
 from bench.measures.context import Context, finish, start
@@ -20,6 +22,17 @@ from bench.workload import sleepers
 
 KEY = "spawn"
 PID_NS = '\n[namespace]\nenable = ["pid"]\n'
+FAVOR = "favordynmods"  # marks the variant that needs the remount
+
+
+def favor_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    try:
+        with cgroupfs.favordynmods():
+            return None
+    except OSError as exc:
+        return f"cannot remount cgroup2 with favordynmods: {exc}"
 
 
 def config_problem(ctx: Context, extra_toml: str) -> str | None:
@@ -41,11 +54,14 @@ def config_problem(ctx: Context, extra_toml: str) -> str | None:
 
 
 def trial(ctx: Context, name: str, n: int, kw: dict[str, object]) -> float | None:
-    b = ctx.make(name, **kw)
-    try:
-        res = start(ctx, b, sleepers(ctx.scratch.svc_sleep, n), f"spawn{n}")
-    finally:
-        finish(b)
+    kw = dict(kw)
+    mount = cgroupfs.favordynmods() if kw.pop("favordynmods", False) else contextlib.nullcontext()
+    with mount:
+        b = ctx.make(name, **kw)
+        try:
+            res = start(ctx, b, sleepers(ctx.scratch.svc_sleep, n), f"spawn{n}")
+        finally:
+            finish(b)
     return res.t_run if res.ok else None
 
 
@@ -85,12 +101,21 @@ def run(ctx: Context) -> Table:
     if "dynamod" not in ctx.available:
         t.notes.append("dynamod unavailable")
         return t
+    here = "with" if cgroupfs.has_favordynmods() else "without"
     candidates: list[tuple[Variant, str]] = [
         (("no plugins (`--no-plugins`)", "dynamod", {"plugins": False}), ""),
-        (("plugins installed (isolation: a cgroup per service)", "dynamod", {}), ""),
+        ((f"plugins installed (a cgroup per service; this machine's cgroup2, {here} favordynmods)",
+          "dynamod", {}), ""),
+        (("plugins installed, cgroup2 with favordynmods (as dynamod-init mounts it)", "dynamod",
+          {"favordynmods": True}), FAVOR),
+        (("plugins installed, forced shell-step join (`DYNAMOD_CGROUP_JOIN=shell`)", "dynamod",
+          {"env": {"DYNAMOD_CGROUP_JOIN": "shell"}}), ""),
         (('isolation + `[namespace] enable = ["pid"]`', "dynamod", {"extra_toml": PID_NS}), PID_NS),
     ]
-    problems = {v[0]: config_problem(ctx, extra) if extra else None for v, extra in candidates}
+    if here == "with":  # the machine's own mount already is the PID 1 case
+        candidates = [c for c in candidates if c[1] != FAVOR]
+    problems = {v[0]: favor_problem() if extra == FAVOR else config_problem(ctx, extra) if extra
+                else None for v, extra in candidates}
     variants = [v for v, _ in candidates if not problems[v[0]]]
     if "floor" in ctx.available:
         variants.append(("floor", "floor", {}))
@@ -108,8 +133,12 @@ def run(ctx: Context) -> Table:
     t.notes += [
         f"per service: (start-up time at {big} - at {big // 10}) / {big - big // 10}, from launching the "
         "manager until the last service has exec'd; fixed start-up: the intercept",
-        "as root the isolation plugin puts every service in its own cgroup through an `sh` wrapper "
-        "that joins it before exec'ing the service; unprivileged it does nothing",
+        "as root the isolation plugin puts every service in its own cgroup; unprivileged it does "
+        "nothing. How: where cgroup2 is mounted with favordynmods (dynamod-init mounts it so), "
+        "svmgr moves itself into the cgroup for the fork and back (no extra exec); elsewhere a "
+        "shell step joins the cgroup before exec'ing the service (docs/isolation.md)",
+        "the favordynmods row remounts this machine's cgroup2 with favordynmods around each of "
+        "its trials and puts it back as it was (bench/cgroupfs.py)",
     ]
     script = BENCH_DIR / "spawn_cost.py"
     if script.exists():

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from dynamod import cmdline
 from dynamod.init.log import error, log, use_kmsg
 
 USAGE = """usage: dynamod-init [--container] [--config-dir DIR] [--runtime-dir DIR] [--write-machine-id]
@@ -28,33 +29,9 @@ class Options:
 
 
 def parse_args(argv: list[str] | None) -> Options:
-    """A hand-written parser: argparse would cost PID 1 about 1 MiB."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    opts = Options()
-    while args:
-        a = args.pop(0)
-        key, eq, value = a.partition("=")
-        if a == "--container":
-            opts.container = True
-        elif a == "--write-machine-id":
-            opts.write_machine_id = True
-        elif key in ("--config-dir", "--runtime-dir"):
-            if not eq:
-                if not args:
-                    _usage(f"{key} needs a value")
-                value = args.pop(0)
-            setattr(opts, key[2:].replace("-", "_"), value)
-        elif a in ("-h", "--help"):
-            sys.stdout.write(USAGE)
-            sys.exit(0)
-        else:
-            _usage(f"unknown argument {a!r}")
-    return opts
-
-
-def _usage(message: str) -> None:
-    sys.stderr.write(f"dynamod-init: {message}\n{USAGE}")
-    sys.exit(2)
+    return cmdline.parse("dynamod-init", USAGE, argv, Options(),
+                         flags=("--container", "--write-machine-id"),
+                         valued=("--config-dir", "--runtime-dir"))
 
 
 # Container managers announce themselves in this (lower-case) variable.

@@ -20,8 +20,15 @@ PSEUDO_FILESYSTEMS = [
     ("/dev/pts", "devpts", "devpts", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "gid=5,mode=620,ptmxmode=000"),
     ("/dev/shm", "tmpfs", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777"),
     ("/run", "tmpfs", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=0755"),
-    ("/sys/fs/cgroup", "cgroup2", "cgroup2", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC, None),
+    # favordynmods (Linux 6.0): cheap task migrations, which a service
+    # manager does on every start (dynamod-isolation moves itself into each
+    # service's cgroup for the fork); without it each migration may wait an
+    # RCU grace period. Older kernels refuse the option: mounted without.
+    ("/sys/fs/cgroup", "cgroup2", "cgroup2", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+     "favordynmods"),
 ]
+# Options a kernel may not know, left out on a second attempt.
+OPTIONAL_OPTIONS = {"favordynmods"}
 
 
 def mounted_targets() -> set[str]:
@@ -39,7 +46,12 @@ def mount_pseudo_filesystems() -> None:
             continue
         try:
             os.makedirs(target, exist_ok=True)
-            syscalls.mount(source, target, fstype, flags, options)
+            try:
+                syscalls.mount(source, target, fstype, flags, options)
+            except OSError:
+                if options is None or options not in OPTIONAL_OPTIONS:
+                    raise
+                syscalls.mount(source, target, fstype, flags, None)
         except OSError as exc:
             error(f"cannot mount {fstype} on {target}: {exc.strerror or exc}")
 

@@ -415,6 +415,8 @@ class Manager:
             return
         s.pid = spawned.pid
         s.detector = detector
+        for problem in spawned.problems:
+            self.log(f"{s.name}: {problem}")
         self._prune_readers(s)
         self.reaper.watch(spawned.pid, lambda pid, status: self._on_exit(s, gen, pid, status))
         s.readers.append(PipeReader(self.loop, spawned.output_fd, s.log_buffer))

@@ -1,25 +1,29 @@
 """Spawning service processes on the cheap path.
 
-``subprocess.Popen`` uses vfork only without ``preexec_fn``/``user``/``group``
-(a full fork of a large manager costs milliseconds and grows with its memory),
-so privilege dropping goes through ``setpriv`` as an exec wrapper and plugins
-add their own wrappers (cgroup join, namespaces). The child gets /dev/null as
-stdin, one pipe for stdout and stderr, its own session (so signals reach its
-whole process group), and only the descriptors listed in ``pass_fds``.
+A vfork and an exec: ``os.posix_spawn`` where it can do the job, else
+``subprocess.Popen``, which also uses vfork as long as there is no
+``preexec_fn``/``user``/``group`` (a full fork of a large manager costs
+milliseconds and grows with its memory). So privilege dropping goes through
+``setpriv`` as an exec wrapper, plugins add their own wrappers (namespaces)
+and context managers around the fork (the cgroup). The child gets /dev/null
+as stdin, one pipe for stdout and stderr, its own session (so signals reach
+its whole process group), and only the descriptors listed in ``pass_fds``.
 
-The returned Popen object is marked finished at once: the manager's reaper is
-the only caller of ``waitpid``, and a Popen left unfinished would poll its pid
-from ``__del__``/``_cleanup`` and could steal the exit status.
+A Popen object is marked finished at once: the manager's reaper is the only
+caller of ``waitpid``, and a Popen left unfinished would poll its pid from
+``__del__``/``_cleanup`` and could steal the exit status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import shutil
+import signal
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dynamod.api import SpawnSpec
 from dynamod.config.model import ServiceConfig
@@ -38,6 +42,7 @@ class SpawnError(Exception):
 class Spawned:
     pid: int
     output_fd: int  # read end of the stdout/stderr pipe
+    problems: list[str] = field(default_factory=list)
 
 
 def read_environment_file(path: str) -> dict[str, str]:
@@ -165,25 +170,91 @@ def build_spec(cfg: ServiceConfig, argv: tuple[str, ...] | list[str] | None = No
     return SpawnSpec(argv=args, env=env, cwd=cfg.workdir, wrapper=privilege_wrapper(ident))
 
 
-def spawn(spec: SpawnSpec) -> Spawned:
-    """Start the process; raise SpawnError with the OS's reason on failure."""
-    r, w = os.pipe2(os.O_CLOEXEC)
+# Popen's restore_signals: what Python set to SIG_IGN that a program expects
+# at its default.
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+_devnull = -1
+
+
+def _posix_spawn(argv: list[str], spec: SpawnSpec, w: int) -> int | None:
+    """posix_spawn(3) straight from ``os``: the same vfork-and-exec as Popen
+    without Popen's Python around it (its error pipe, /dev/null opened per
+    call, the object). None when Popen must do it: a working directory
+    (os.posix_spawn cannot chdir), a program to look up in PATH, or a
+    descriptor number below 3 that dup2 would clobber. Every other
+    descriptor of the manager is close-on-exec (Python's default;
+    :func:`seal_inherited_fds`, once, for the ones it was started with)."""
+    global _devnull
+    if _devnull < 0:
+        seal_inherited_fds()
+        _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    if spec.cwd is not None or "/" not in argv[0] or w < 3 or any(fd < 3 for fd in spec.pass_fds):
+        return None
+    actions = [(os.POSIX_SPAWN_DUP2, _devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1),
+               (os.POSIX_SPAWN_DUP2, w, 2)]
+    # dup2 onto itself clears close-on-exec (POSIX; glibc >= 2.29)
+    actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in spec.pass_fds]
+    return os.posix_spawn(argv[0], argv, spec.env, file_actions=actions, setsid=True,
+                          setsigdef=RESET_SIGNALS, setsigmask=())
+
+
+def seal_inherited_fds() -> None:
+    """Make every descriptor above 2 close-on-exec: the ones the manager was
+    started with are inheritable, and the posix_spawn path relies on exec
+    closing everything not passed on purpose."""
     try:
-        proc = subprocess.Popen(
-            [*spec.wrapper, *spec.argv],
-            stdin=subprocess.DEVNULL,
-            stdout=w,
-            stderr=w,
-            env=spec.env,
-            cwd=spec.cwd,
-            close_fds=True,
-            pass_fds=tuple(spec.pass_fds),
-            start_new_session=True,
-        )
-    except OSError as exc:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+
+
+def spawn(spec: SpawnSpec) -> Spawned:
+    """Start the process; raise SpawnError with the OS's reason on failure.
+    A problem leaving one of ``spec.around_fork`` comes back in
+    ``Spawned.problems``: the process runs and must not be lost."""
+    argv = [*spec.wrapper, *spec.argv]
+    r, w = os.pipe2(os.O_CLOEXEC)
+    stack = contextlib.ExitStack() if spec.around_fork else None
+    try:
+        if stack is not None:
+            try:
+                for ctx in spec.around_fork:
+                    stack.enter_context(ctx)
+            except Exception as exc:
+                raise SpawnError(str(exc) or type(exc).__name__) from None
+        pid = _posix_spawn(argv, spec, w)
+        if pid is None:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=w,
+                stderr=w,
+                env=spec.env,
+                cwd=spec.cwd,
+                close_fds=True,
+                pass_fds=tuple(spec.pass_fds),
+                start_new_session=True,
+            )
+            proc.returncode = 0  # see module docstring: the reaper owns this pid
+            pid = proc.pid
+    except BaseException as exc:
         os.close(r)
-        raise SpawnError(f"cannot execute {spec.argv[0]}: {exc.strerror or exc}") from None
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                stack.close()
+        if isinstance(exc, OSError):
+            raise SpawnError(f"cannot execute {argv[0]}: {exc.strerror or exc}") from None
+        raise
     finally:
         os.close(w)
-    proc.returncode = 0  # see module docstring: the reaper owns this pid
-    return Spawned(proc.pid, r)
+    problems: list[str] = []
+    if stack is not None:
+        try:
+            stack.close()
+        except Exception as exc:
+            problems.append(f"after the fork: {type(exc).__name__}: {exc}")
+    return Spawned(pid, r, problems)

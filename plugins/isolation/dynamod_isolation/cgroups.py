@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dynamod_isolation.options import CONTROLLERS, LIMITS
@@ -45,6 +45,21 @@ def cgroup2_mounts(mounts: str = "/proc/self/mounts") -> list[str]:
     except OSError:
         pass
     return out
+
+
+def mount_options(mount: str, mounts: str = "/proc/self/mounts") -> set[str]:
+    """The options of the cgroup2 file system mounted at ``mount`` (the
+    last mount there wins, as it hides the others)."""
+    found: set[str] = set()
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 3 and parts[2] == "cgroup2" and unescape_mount_path(parts[1]) == mount:
+                    found = set(parts[3].split(","))
+    except OSError:
+        pass
+    return found
 
 
 def unescape_mount_path(path: str) -> str:
@@ -110,7 +125,16 @@ def default_tree(mount: str, runtime_dir: str) -> str:
         pidns = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         pidns = 0
-    key = hashlib.sha256(f"{pidns}:{os.path.abspath(runtime_dir)}".encode()).hexdigest()[:12]
+    try:
+        # The builtin module, not hashlib: that maps OpenSSL's libcrypto
+        # into the manager, about 4 MB, for one digest.
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:  # renamed _sha2 in 3.12
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            from hashlib import sha256
+    key = sha256(f"{pidns}:{os.path.abspath(runtime_dir)}".encode()).hexdigest()[:12]
     return os.path.join(parent, f"dynamod-{key}")
 
 
@@ -234,10 +258,17 @@ class Tree:
         return os.path.join(self.path, name + SUFFIX)
 
     def create(self, name: str) -> str:
+        return self.make(name)[0]
+
+    def make(self, name: str) -> tuple[str, bool]:
+        """The service's cgroup, and whether it is new (holding the
+        kernel's defaults, no process, no OOM kill counted yet)."""
         path = self.service_path(name)
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(path)
-        return path
+        except FileExistsError:
+            return path, False
+        return path, True
 
     def name_of(self, pid: int) -> str | None:
         """The service whose cgroup (or a cgroup below it) holds ``pid``."""
@@ -248,18 +279,24 @@ class Tree:
         leaf = cg[len(prefix) :].split("/", 1)[0]
         return leaf[: -len(SUFFIX)] if leaf.endswith(SUFFIX) and len(leaf) > len(SUFFIX) else None
 
-    def apply(self, path: str, values: dict[str, str]) -> dict[str, str]:
-        """Write every limit (the configured value, or the default so a
-        reused cgroup forgets an old one). Return ``{key: why}`` for
+    def apply(self, path: str, values: dict[str, str], keys: Iterable[str] = LIMITS,
+              defaults: bool = True) -> dict[str, str]:
+        """Write the limits ``keys``: the configured value, or with
+        ``defaults`` the default, so a reused cgroup forgets an old one (a
+        new one holds the defaults already). Return ``{key: why}`` for
         configured limits that could not be applied."""
         failed: dict[str, str] = {}
-        for key, lim in LIMITS.items():
+        for key in keys:
+            lim = LIMITS[key]
             if lim.controller not in self.controllers:
                 if key in values:
                     failed[key] = f"no {lim.controller} controller ({self.missing.get(lim.controller, 'not enabled')})"
                 continue
+            value = values.get(key, lim.default if defaults else None)
+            if value is None:
+                continue
             try:
-                _write(os.path.join(path, lim.file), values.get(key, lim.default))
+                _write(os.path.join(path, lim.file), value)
             except OSError as exc:
                 if key in values:
                     failed[key] = f"{lim.file}: {os.strerror(exc.errno or 0)}"

@@ -30,12 +30,17 @@ WEIGHT_RANGE = (1, 10_000)  # cpu.weight and io.weight
 class Limit:
     """One ``[cgroup]`` key: the controller it needs, the interface file it
     is written to, and what that file holds when the key is absent (so a
-    limit removed by a reload does not linger in a reused cgroup)."""
+    limit removed by a reload does not linger in a reused cgroup).
+    ``during_fork``: harmless to the manager, which is in the cgroup for the
+    moment of the fork (:mod:`dynamod_isolation.hop`), so it is applied
+    before; the others (the manager could be throttled or OOM-killed under
+    them) right after."""
 
     key: str
     controller: str
     file: str
     default: str
+    during_fork: bool = False
 
 
 LIMITS: dict[str, Limit] = {
@@ -43,10 +48,10 @@ LIMITS: dict[str, Limit] = {
     for lim in (
         Limit("memory-max", "memory", "memory.max", "max"),
         Limit("memory-high", "memory", "memory.high", "max"),
-        Limit("cpu-weight", "cpu", "cpu.weight", "100"),
+        Limit("cpu-weight", "cpu", "cpu.weight", "100", during_fork=True),
         Limit("cpu-max", "cpu", "cpu.max", f"max {CPU_PERIOD_US}"),
-        Limit("pids-max", "pids", "pids.max", "max"),
-        Limit("io-weight", "io", "io.weight", "default 100"),
+        Limit("pids-max", "pids", "pids.max", "max", during_fork=True),
+        Limit("io-weight", "io", "io.weight", "default 100", during_fork=True),
     )
 }
 CONTROLLERS = ("cpu", "io", "memory", "pids")

@@ -22,6 +22,7 @@ from typing import Any
 from dynamod.api import ServiceContext, SpawnSpec
 from dynamod_isolation import cgroups, wrappers
 from dynamod_isolation.cgroups import Tree
+from dynamod_isolation.hop import Home
 from dynamod_isolation.options import (
     LIMITS,
     NamespaceOptions,
@@ -31,6 +32,9 @@ from dynamod_isolation.options import (
 from dynamod_isolation.userns import Handshake
 
 ENV_ROOT = "DYNAMOD_CGROUP_ROOT"
+ENV_JOIN = "DYNAMOD_CGROUP_JOIN"
+EARLY = tuple(k for k, lim in LIMITS.items() if lim.during_fork)
+LATE = tuple(k for k, lim in LIMITS.items() if not lim.during_fork)
 # Retry delays for removing a cgroup whose processes are still dying
 # (cgroup.kill is asynchronous): about 10 s in all.
 REMOVE_DELAYS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 3.0)
@@ -78,6 +82,18 @@ class Isolation:
         self.history: dict[str, History] = {}
         self.removals: dict[str, asyncio.TimerHandle] = {}
         self.inotify: Any = None
+        self._home: Home | None = None
+        # How a service gets into its cgroup ($DYNAMOD_CGROUP_JOIN): "hop"
+        # (the manager moves in for the fork, hop.py), "shell" (a first exec
+        # step joins), or "auto": hop when cgroup2 is mounted with
+        # favordynmods. Without it a migration may wait for an RCU grace
+        # period (milliseconds): fine in a child on another CPU, not on the
+        # manager's loop.
+        join = os.environ.get(ENV_JOIN, "auto")
+        if join not in ("auto", "hop", "shell"):
+            log(f"ignoring {ENV_JOIN}={join!r} (expected auto, hop or shell); using auto")
+            join = "auto"
+        self.join = join
 
     # ------------------------------------------------------------ the tree
     def get_tree(self, runtime_dir: str | None = None) -> Tree | None:
@@ -118,7 +134,12 @@ class Isolation:
         if self.owned_tree:
             atexit.register(self.cleanup_at_exit)
         ctl = ", ".join(sorted(tree.controllers)) or "none"
-        self.log(f"services run in cgroups under {tree.path} (controllers: {ctl})")
+        if self.join == "auto":
+            cheap = "favordynmods" in cgroups.mount_options(tree.mount)
+            self.join = "hop" if cheap else "shell"
+        how = ("the manager moves in for the fork" if self.join == "hop"
+               else "a shell step joins before exec")
+        self.log(f"services run in cgroups under {tree.path} (controllers: {ctl}; placement: {how})")
         if tree.missing:
             keys = [k for k, lim in LIMITS.items() if lim.controller in tree.missing]
             why = "; ".join(f"{c}: {r}" for c, r in sorted(tree.missing.items()))
@@ -181,13 +202,41 @@ class Isolation:
                 run.unapplied = {k: self.no_cgroups for k in values}
                 self._say_unapplied(service, hist, run.unapplied)
             return []
-        path = tree.create(service.name)
+        path, fresh = tree.make(service.name)
         run.cgroup = path
+        home = self.home(tree)
+        if home is not None and (fresh or not tree.populated(path)):
+            # Into the cgroup at fork time (see hop.py): no extra exec. Only
+            # the limits harmless to the manager are in force meanwhile.
+            # A reused cgroup gets every default first: it forgets old
+            # limits, the late ones before we go in.
+            early = {k: v for k, v in values.items() if k in EARLY}
+            run.unapplied = tree.apply(path, early, keys=EARLY if fresh else LIMITS,
+                                       defaults=not fresh)
+
+            def after() -> None:
+                failed = {**run.unapplied, **tree.apply(path, values, keys=LATE, defaults=False)}
+                run.unapplied = {k: failed[k] for k in LIMITS if k in failed}
+                if run.unapplied:
+                    self._say_unapplied(service, hist, run.unapplied)
+
+            spec.around_fork.append(home.into(path, after))
+            run.oom_seen = 0 if fresh else (tree.oom_kills(path) or 0)
+            return []
         run.unapplied = tree.apply(path, values)
         if run.unapplied:
             self._say_unapplied(service, hist, run.unapplied)
         run.oom_seen = tree.oom_kills(path) or 0
         return wrappers.join_cgroup(os.path.join(path, "cgroup.procs"), spec.env)
+
+    def home(self, tree: Tree) -> Home | None:
+        """The manager's way into service cgroups and back: when hopping is
+        cheap (or asked for) and while it works."""
+        if self.join != "hop":
+            return None
+        if self._home is None:
+            self._home = Home(tree.mount, self.log)
+        return self._home if self._home.usable() else None
 
     def _say_unapplied(self, service: ServiceContext, hist: History, unapplied: dict[str, str]) -> None:
         text = "; ".join(f"{k}: {why}" for k, why in unapplied.items())
@@ -315,8 +364,10 @@ class Isolation:
         if run is None:
             return None
         cgroup, tree = run.cgroup, self.tree
-        if sig == signal.SIGKILL and cgroup is not None and tree is not None and tree.kill(cgroup):
-            return True
+        if sig == signal.SIGKILL and cgroup is not None and tree is not None:
+            self._leave(cgroup)
+            if tree.kill(cgroup):
+                return True
         if "pid" in run.namespaces and sig != signal.SIGKILL and run.pid is not None:
             # unshare --fork stays as the parent of the namespace's PID 1; it
             # ignores SIGTERM/SIGINT but dies of most other signals (and then
@@ -346,8 +397,15 @@ class Isolation:
             if self.tree.populated(run.cgroup):
                 # The main process is gone; whatever it left behind
                 # (double-forked daemons) goes with it.
+                self._leave(run.cgroup)
                 self.tree.kill(run.cgroup)
             self._remove_later(service.name, run.cgroup, 0)
+
+    def _leave(self, cgroup: str) -> None:
+        """Never kill the manager with a service: after a failed way home it
+        may still be in that cgroup."""
+        if self._home is not None and not self._home.usable():
+            self._home.leave(cgroup)
 
     def _release(self, run: Running) -> None:
         if run.oom_watch is not None and self.inotify is not None:

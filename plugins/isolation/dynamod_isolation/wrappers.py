@@ -6,8 +6,10 @@ so everything that must happen in the child before the service runs is an
 exec step that does its part and execs the rest. In order:
 
 1. ``sh -c 'echo $$ > TREE/NAME.service/cgroup.procs && exec "$@"'`` — the
-   cgroup join. The shell joins *before* it execs anything, so the service
-   and everything it ever forks are born inside the cgroup (race-free; see
+   cgroup join, only when the manager cannot hop into the cgroup for the
+   fork (dynamod_isolation.hop; usually it can, and this step is left out).
+   The shell joins *before* it execs anything, so the service and everything
+   it ever forks are born inside the cgroup (race-free; see
    docs/isolation.md for the measured alternatives).
 2. ``nsenter --net=/proc/MANAGER/fd/N`` — join the network namespace the
    manager prepared (dynamod_isolation.netns).

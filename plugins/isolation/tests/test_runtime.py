@@ -117,8 +117,13 @@ def test_oom_kill_seen_only_at_exit_is_still_counted(tmp_path: Path) -> None:
     assert iso.status(svc) == {"oom-kills": 1, "last-oom": iso.history["hog"].last_oom}
 
 
-def test_prepare_builds_the_chain_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hop", [True, False], ids=["hop", "shell-join"])
+def test_prepare_builds_the_chain_in_order(tmp_path: Path, hop: bool) -> None:
+    """The cgroup is joined at fork time (the manager hops in) or, with
+    $DYNAMOD_CGROUP_JOIN=shell, by a first shell step; the rest of the
+    chain is the same either way."""
     iso, tree, _ = fake_tree(tmp_path, set())
+    iso.join = "hop" if hop else "shell"
     svc = FakeService(
         "web",
         str(tmp_path),
@@ -132,11 +137,19 @@ def test_prepare_builds_the_chain_in_order(tmp_path: Path) -> None:
         cut = [i for i, a in enumerate(w) if a in ("/bin/sh", wrappers.tool("unshare"), wrappers.tool("setpriv"),
                                                     wrappers.tool("env"))]
         steps = [w[i] for i in cut]
-        assert steps == ["/bin/sh", wrappers.tool("unshare"), "/bin/sh", wrappers.tool("setpriv"),
-                         "/bin/sh", wrappers.tool("env"), "/usr/bin/setpriv"]
-        assert w[cut[0] + 4] == f"{tree.path}/web.service/cgroup.procs"
+        rest = [wrappers.tool("unshare"), "/bin/sh", wrappers.tool("setpriv"),
+                "/bin/sh", wrappers.tool("env"), "/usr/bin/setpriv"]
+        procs = f"{tree.path}/web.service/cgroup.procs"
+        if hop:
+            assert steps == rest
+            assert [h.procs for h in spec.around_fork] == [procs]
+        else:
+            assert steps == ["/bin/sh", *rest]
+            assert w[cut[0] + 4] == procs
+            assert spec.around_fork == []
+            cut = cut[1:]
         assert "--pid" in w and "--user" in w and "--ipc" in w and "--keep-caps" in w
-        assert w[cut[5] + 1] == "A.B=1"  # the name dash would drop
+        assert w[cut[4] + 1] == "A.B=1"  # the name dash would drop
         assert w[-5:] == ["/usr/bin/setpriv", "--reuid=0", "--regid=0", "--init-groups", "--"]
     finally:
         iso.stopped(svc)

@@ -75,3 +75,11 @@ def test_oom_kill_fails_the_service_and_its_policy_applies(vm_result) -> None:
     assert ("running", "stopping") in hog and ("stopping", "restarting") in hog, hog
     assert "iso-hog: running -> stopping" in vm_result.console
     assert "dynamod-isolation: iso-hog: oom-killed" in vm_result.console
+
+
+def test_services_are_born_in_their_cgroups_and_svmgr_goes_home(vm_result) -> None:
+    data = vm_result.check("isolation.placement")
+    assert "favordynmods" in data["mount-options"]
+    assert set(data["svmgr"].values()) == {"0::/"}, data["svmgr"]
+    assert data["services"] == {"iso-limited": "0::/dynamod/iso-limited.service",
+                                "iso-forker": "0::/dynamod/iso-forker.service"}

@@ -14,34 +14,13 @@ its own exit status.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from dynamod.api import ReadinessFailed, ServiceContext, SpawnSpec
 from dynamod.config.units import format_duration
-from dynamod_readiness.options import Problems, check_duration, get_duration
+from dynamod_readiness.options import get_duration
 
-OPTIONS = frozenset({"check-exec", "check-timeout", "interval"})
 DEFAULT_CHECK_TIMEOUT = 5.0
 DEFAULT_INTERVAL = 1.0
-
-
-def validate(table: dict[str, Any]) -> Problems:
-    problems: Problems = []
-    argv = table.get("check-exec")
-    if argv is None:
-        problems.append(("check-exec", "required for readiness type 'exec'"))
-    elif (
-        not isinstance(argv, list)
-        or not argv
-        or not all(isinstance(a, str) for a in argv)
-        or not argv[0]
-    ):
-        problems.append(
-            ("check-exec", "expected a non-empty list of strings (program and arguments)")
-        )
-    check_duration(table, "check-timeout", problems)
-    check_duration(table, "interval", problems)
-    return problems
 
 
 def _outcome(code: int | None, timeout: float) -> str:

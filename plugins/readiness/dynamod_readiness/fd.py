@@ -26,14 +26,10 @@ import asyncio
 import contextlib
 import os
 import sys
-from typing import Any
 
 from dynamod.api import ReadinessFailed, ServiceContext, SpawnSpec
-from dynamod_readiness.options import Problems, is_int
+from dynamod_readiness.options import DEFAULT_FD
 
-OPTIONS = frozenset({"fd"})
-DEFAULT_FD = 3
-MAX_FD = 1023  # below the usual RLIMIT_NOFILE soft limit of 1024
 ENV = "DYNAMOD_READY_FD"
 
 # argv: shim N M PROGRAM ARGS...; PROGRAM is absolute (the host resolved it
@@ -50,15 +46,6 @@ SHIM = (
     " sys.stderr.write(f'dynamod fd shim: cannot execute {sys.argv[3]}: {e.strerror}\\n')\n"
     " sys.exit(127)\n"
 )
-
-
-def validate(table: dict[str, Any]) -> Problems:
-    fd = table.get("fd", DEFAULT_FD)
-    if not is_int(fd) or not 3 <= fd <= MAX_FD:
-        return [
-            ("fd", f"expected a descriptor number from 3 to {MAX_FD} (0-2 are stdio), got {fd!r}")
-        ]
-    return []
 
 
 def shim_wrapper(target: int, source: int) -> list[str]:

@@ -37,19 +37,12 @@ from dynamod.api import ReadinessFailed, ServiceContext, SpawnSpec
 from dynamod.config.units import format_duration
 from dynamod_readiness import status
 from dynamod_readiness.notify_socket import NotifyMessage, NotifySocket, choose_address
-from dynamod_readiness.options import Problems, check_duration, get_duration
+from dynamod_readiness.options import get_duration
 
-OPTIONS = frozenset({"watchdog"})
 # At most this many distinct foreign senders are logged per start: a
 # misbehaving neighbour must not fill the service's log.
 _MAX_LOGGED_SENDERS = 16
 _PID_MAX = 4_194_304  # the kernel's upper limit for pid_max
-
-
-def validate(table: dict[str, Any]) -> Problems:
-    problems: Problems = []
-    check_duration(table, "watchdog", problems)
-    return problems
 
 
 def _uid_of(pid: int) -> int | None:

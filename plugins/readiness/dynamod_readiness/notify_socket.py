@@ -29,7 +29,6 @@ import array
 import asyncio
 import contextlib
 import os
-import secrets
 import socket
 import struct
 from collections.abc import Callable
@@ -72,7 +71,9 @@ def choose_address(runtime_dir: str, name: str) -> str:
     path = os.path.join(os.path.abspath(runtime_dir), "notify", f"{name}.sock")
     if len(os.fsencode(path)) <= _MAX_PATH:
         return path
-    return f"@dynamod-notify/{secrets.token_hex(8)}/{name}"[:_MAX_PATH]
+    # os.urandom, not secrets.token_hex (the same bytes): secrets imports
+    # hashlib, which maps OpenSSL's libcrypto (~4 MB) into the manager.
+    return f"@dynamod-notify/{os.urandom(8).hex()}/{name}"[:_MAX_PATH]
 
 
 class NotifySocket:

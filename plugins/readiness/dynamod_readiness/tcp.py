@@ -14,44 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
-from typing import Any
 
 from dynamod.api import ServiceContext, SpawnSpec
-from dynamod_readiness.options import Problems, is_int
+from dynamod_readiness.options import DEFAULT_HOST, strip_brackets
 
-OPTIONS = frozenset({"port", "host"})
-DEFAULT_HOST = "127.0.0.1"
 FIRST_DELAY = 0.05
 MAX_DELAY = 1.0
 ATTEMPT_TIMEOUT = 2.0
-
-
-def _strip_brackets(host: str) -> str:
-    # "[::1]" as written in URLs is accepted for an IPv6 literal.
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
-def validate(table: dict[str, Any]) -> Problems:
-    problems: Problems = []
-    port = table.get("port")
-    if port is None:
-        problems.append(("port", "required for readiness type 'tcp-port'"))
-    elif not is_int(port) or not 1 <= port <= 65535:
-        problems.append(("port", f"expected a TCP port number (1-65535), got {port!r}"))
-    if "host" in table:
-        host = table["host"]
-        if not isinstance(host, str) or not host.strip():
-            problems.append(("host", "expected a host name or an IP address"))
-        elif any(c.isspace() for c in host):
-            problems.append(("host", f"invalid host {host!r}"))
-        elif ":" in host:
-            try:
-                ipaddress.IPv6Address(_strip_brackets(host))
-            except ValueError:
-                problems.append(("host", f"invalid IPv6 address {host!r}"))
-    return problems
 
 
 def _describe(exc: BaseException) -> str:
@@ -67,7 +37,7 @@ class TcpPortDetector:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         opts = ctx.config.readiness.options
-        self.host = _strip_brackets(opts.get("host", DEFAULT_HOST))
+        self.host = strip_brackets(opts.get("host", DEFAULT_HOST))
         self.port: int = opts["port"]
 
     def prepare(self, spec: SpawnSpec) -> None:

@@ -88,3 +88,32 @@ def check_oom(ctx: dict[str, Any]) -> dict[str, Any]:
     assert info["restarts"] == 1, info  # the restart policy applied, then gave up
     assert info["extra"]["oom-kills"] >= 2, info["extra"]
     return {"reason": info["reason"], "restarts": info["restarts"], "extra": info["extra"]}
+
+
+def pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def check_placement(ctx: dict[str, Any]) -> dict[str, Any]:
+    """dynamod-init mounted cgroup2 with favordynmods (cheap migrations);
+    svmgr went home after moving into each service's cgroup for its fork;
+    each service was born in its own cgroup, limits and all."""
+    opts = next(line.split()[3] for line in read("/proc/self/mounts").splitlines()
+                if line.split()[1] == "/sys/fs/cgroup")
+    svmgr = [pid for pid in pids() if any(b"dynamod-svmgr" in arg or b"dynamod.svmgr" in arg
+                                          for arg in cmdline(pid)[:3])]
+    assert svmgr, "no dynamod-svmgr process"
+    homes = {pid: read(f"/proc/{pid}/cgroup") for pid in svmgr}
+    services = {}
+    for name in ("iso-limited", "iso-forker"):
+        pid = status(name)["pid"]
+        services[name] = read(f"/proc/{pid}/cgroup")
+    return {"mount-options": opts.split(","), "svmgr": homes, "services": services}
