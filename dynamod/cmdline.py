@@ -9,13 +9,15 @@ usage, a bad argument exits 2 naming it (as argparse would).
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+# No typing import: PID 1 imports this module, and typing alone is most of a
+# MiB of its resident memory.
 
 
-def parse(prog: str, usage: str, argv: list[str] | None, opts: Any,
-          flags: tuple[str, ...], valued: tuple[str, ...]) -> Any:
-    """Fill ``opts``: ``--a-flag`` sets ``opts.a_flag = True``, ``--a-key V``
-    sets ``opts.a_key = "V"``."""
+def parse(prog: str, usage: str, argv: list[str] | None, opts: object,
+          flags: tuple[str, ...], valued: tuple[str, ...]) -> None:
+    """Fill ``opts`` in place: ``--a-flag`` sets ``opts.a_flag = True``,
+    ``--a-key V`` sets ``opts.a_key = "V"``."""
     args = list(sys.argv[1:] if argv is None else argv)
     while args:
         a = args.pop(0)
@@ -33,7 +35,6 @@ def parse(prog: str, usage: str, argv: list[str] | None, opts: Any,
             sys.exit(0)
         else:
             usage_error(prog, usage, f"unknown argument {a!r}")
-    return opts
 
 
 def usage_error(prog: str, usage: str, message: str) -> None:

@@ -339,3 +339,20 @@ def test_restarted_svmgr_adopts_running_services_instead_of_starting_copies(tmp_
         c.wait_log("worker: waiting-ready -> running", count=2)
         c.signal(signal.SIGTERM)
         assert c.wait(30) == 0
+
+
+def test_pid1_imports_stay_small() -> None:
+    """What dynamod-init loads (every module its boot path imports) pulls in
+    none of the heavy modules: each is hundreds of KiB of PID 1's memory."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import dynamod.init.main, dynamod.init.core, dynamod.init.sysinit, dynamod.init.final\n"
+        "import dynamod.init.phase_a, dynamod.init.log, dynamod.init.syscalls\n"
+        "heavy = ('typing', 'asyncio', 'argparse', 'dataclasses', 'traceback', 'ctypes', 'pluggy',\n"
+        "         'importlib.metadata', 'ssl', 'hashlib', 'pathlib', 'inspect')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

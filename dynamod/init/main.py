@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from dynamod import cmdline
+from dynamod.cmdline import parse as parse_command_line
 from dynamod.init.log import error, log, use_kmsg
 
 USAGE = """usage: dynamod-init [--container] [--config-dir DIR] [--runtime-dir DIR] [--write-machine-id]
@@ -29,9 +29,11 @@ class Options:
 
 
 def parse_args(argv: list[str] | None) -> Options:
-    return cmdline.parse("dynamod-init", USAGE, argv, Options(),
-                         flags=("--container", "--write-machine-id"),
-                         valued=("--config-dir", "--runtime-dir"))
+    opts = Options()
+    parse_command_line("dynamod-init", USAGE, argv, opts,
+                       flags=("--container", "--write-machine-id"),
+                       valued=("--config-dir", "--runtime-dir"))
+    return opts
 
 
 # Container managers announce themselves in this (lower-case) variable.

@@ -28,7 +28,7 @@ import signal
 import time
 from typing import Any
 
-from dynamod import cmdline
+from dynamod.cmdline import parse as parse_command_line
 from dynamod.config.extensions import Extensions, collect_extensions
 from dynamod.config.loader import check_or_raise, load_config
 from dynamod.config.model import ConfigError, SystemConfig
@@ -69,8 +69,10 @@ class Options:
 
 
 def parse_args(argv: list[str] | None) -> Options:
-    return cmdline.parse("dynamod-svmgr", USAGE, argv, Options(), flags=("--no-plugins",),
-                         valued=("--config-dir", "--runtime-dir"))
+    opts = Options()
+    parse_command_line("dynamod-svmgr", USAGE, argv, opts, flags=("--no-plugins",),
+                       valued=("--config-dir", "--runtime-dir"))
+    return opts
 
 
 class Daemon:
