@@ -102,14 +102,16 @@ def run(ctx: Context) -> Table:
         t.notes.append("dynamod unavailable")
         return t
     here = "with" if cgroupfs.has_favordynmods() else "without"
+    other = "shell" if here == "with" else "hop"  # auto picks the other one here
     candidates: list[tuple[Variant, str]] = [
         (("no plugins (`--no-plugins`)", "dynamod", {"plugins": False}), ""),
         ((f"plugins installed (a cgroup per service; this machine's cgroup2, {here} favordynmods)",
           "dynamod", {}), ""),
         (("plugins installed, cgroup2 with favordynmods (as dynamod-init mounts it)", "dynamod",
           {"favordynmods": True}), FAVOR),
-        (("plugins installed, forced shell-step join (`DYNAMOD_CGROUP_JOIN=shell`)", "dynamod",
-          {"env": {"DYNAMOD_CGROUP_JOIN": "shell"}}), ""),
+        # the other placement on this machine's mount, forced
+        ((f"plugins installed, this machine's cgroup2, `DYNAMOD_CGROUP_JOIN={other}`", "dynamod",
+          {"env": {"DYNAMOD_CGROUP_JOIN": other}}), ""),
         (('isolation + `[namespace] enable = ["pid"]`', "dynamod", {"extra_toml": PID_NS}), PID_NS),
     ]
     if here == "with":  # the machine's own mount already is the PID 1 case
