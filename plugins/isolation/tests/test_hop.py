@@ -134,3 +134,21 @@ def test_shell_join_still_available(tree: ConfigTree, svmgr: Callable[..., Svmgr
     seen = mgr.wait_for(lambda: Path(shared_dir, "a").exists() and Path(shared_dir, "a").read_text())
     assert f"0::{rel}/a.service" in seen.splitlines()
     assert pid_cgroup(info["pid"]) == f"{rel}/a.service"
+
+
+def test_auto_placement_follows_the_mount(tree: ConfigTree, svmgr: Callable[..., Svmgr],
+                                          cgroot: str) -> None:
+    """By default svmgr hops only where cgroup2 has favordynmods, and says
+    which way it places services."""
+    from dynamod_isolation.cgroups import mount_of, mount_options
+
+    tree.simple("a", "exec sleep 1000")
+    mgr = svmgr(env={"DYNAMOD_CGROUP_JOIN": "auto"})
+    mgr.wait_state("a", "running")
+    mount = mount_of(cgroot, cgroup2_mounts())
+    assert mount is not None
+    log = mgr.wait_for(lambda: "placement:" in mgr.log() and mgr.log(), what="the placement line")
+    if "favordynmods" in mount_options(mount):
+        assert "placement: the manager moves in for the fork" in log
+    else:
+        assert "placement: a shell step joins before exec" in log

@@ -208,3 +208,30 @@ def test_exit_reason_names_an_oom_kill(tmp_path: Path) -> None:
     assert iso.exit_reason(svc, 9) == "oom-killed"
     assert iso.exit_reason(svc, 9) is None  # counted once
     assert iso.history["hog"].oom_kills == 1 and svc.failed == []
+
+
+def test_join_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[str] = []
+    monkeypatch.setenv("DYNAMOD_CGROUP_JOIN", "hopp")
+    assert Isolation(log=said.append).join == "auto"
+    assert said == ["ignoring DYNAMOD_CGROUP_JOIN='hopp' (expected auto, hop or shell); using auto"]
+    for value in ("hop", "shell", "auto"):
+        monkeypatch.setenv("DYNAMOD_CGROUP_JOIN", value)
+        assert Isolation(log=said.append).join == value
+    assert len(said) == 1
+
+
+def test_auto_hops_only_on_a_favordynmods_mount(tmp_path: Path) -> None:
+    """The mount options decide; the last mount on a path is the one seen."""
+    from dynamod_isolation.cgroups import mount_options
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n"
+        "tmpfs /run tmpfs rw,favordynmods 0 0\n"
+        "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime,nsdelegate 0 0\n"
+        "cgroup2 /sys/fs/cgroup cgroup2 rw,relatime,nsdelegate,favordynmods 0 0\n"
+    )
+    assert "favordynmods" in mount_options("/sys/fs/cgroup", str(mounts))
+    assert "favordynmods" not in mount_options("/sys/fs/cgroup/unified", str(mounts))
+    assert mount_options("/run", str(mounts)) == set()  # not cgroup2
