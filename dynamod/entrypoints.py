@@ -40,7 +40,9 @@ class EntryPoint:
         module, _, attrs = spec.partition(":")
         module = module.strip()
         if not module:
-            raise ValueError(f"malformed entry point {self.value!r}")
+            where = f" of {self.distribution}" if self.distribution else ""
+            raise ValueError(f"malformed entry point {self.name!r}{where}: expected "
+                             "'name = module[:attribute]' in its entry_points.txt")
         import importlib
 
         obj = importlib.import_module(module)
@@ -129,8 +131,9 @@ def _read_entry_points(path: str, group: str) -> list[tuple[str, str]]:
             section = line.strip("[]")
         elif section == group:
             name, eq, value = line.partition("=")
-            if eq:  # importlib.metadata would raise on a line without "="
-                pairs.append((name.strip(), value.strip()))
+            # A line without "=" stays, with an empty value: loading it
+            # fails and is reported under the line's own text.
+            pairs.append((name.strip(), value.strip() if eq else ""))
     return pairs
 
 

@@ -101,9 +101,8 @@ class PluginHost:
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not stop the host
-                self.problems.append(
-                    PluginProblem(ep.name, f"failed to load {ep.value}: {type(exc).__name__}: {exc}")
-                )
+                what = f"failed to load {ep.value}" if ep.value else "failed to load"
+                self.problems.append(PluginProblem(ep.name, f"{what}: {type(exc).__name__}: {exc}"))
                 continue
             self.register(plugin, ep.name, distribution=ep.distribution, version=ep.version)
 

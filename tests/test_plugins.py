@@ -71,8 +71,14 @@ def test_unknown_hook_and_broken_import_are_reported_not_fatal(tmp_path: Path) -
         def dynamod_service_stopped(service):
             pass
     """)
+    # a hand-edited entry_points.txt with a line that is not "name = value"
+    fake_distribution(tmp_path, "dynamod-mangled", "mangled_plugin", "")
+    info = tmp_path / "dynamod_mangled-1.0.dist-info" / "entry_points.txt"
+    info.write_text("[dynamod]\nmangled_plugin\n")
     out = run_host(tmp_path, HOST_REPORT)
     assert "problem plugin 'dynamod-typo': implements unknown hook(s): dynamod_servce_started" in out
+    assert ("problem plugin 'mangled_plugin': failed to load: ValueError: malformed entry point "
+            "'mangled_plugin' of dynamod-mangled: expected 'name = module[:attribute]'") in out
     assert "problem plugin 'dynamod-broken': failed to load broken_plugin: ImportError: no libfoo here" in out
     assert "loaded dynamod-fine" in out
     assert "loaded dynamod-typo" not in out
