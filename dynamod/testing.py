@@ -137,6 +137,28 @@ def first_stamp(stamps: Iterable[tuple[str, int]], label: str) -> int:
     raise KeyError(label)
 
 
+def deps(**kinds: list[str]) -> str:
+    """A ``[dependencies]`` table for ``ConfigTree.simple(extra=...)``:
+    ``deps(requires=["db"], after=["net"])``."""
+    return "[dependencies]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in kinds.items())
+
+
+def recording(rec: str | os.PathLike[str], name: str, stop_delay: float = 0.0) -> str:
+    """A long-running service script stamping ``NAME start`` into ``rec``
+    once its TERM trap is set, then ``NAME term`` and ``NAME exit`` when
+    stopped (``stop_delay`` seconds apart)."""
+    return (
+        f"trap '{stamp(rec, name + ' term')}; sleep {stop_delay}; {stamp(rec, name + ' exit')}; exit 0' TERM; "
+        f"{stamp(rec, name + ' start')}; "
+        "while :; do sleep 0.05; done"
+    )
+
+
+def started(rec: str | os.PathLike[str], *names: str) -> list[tuple[str, int]]:
+    """Wait until each of ``names`` stamped ``start`` (see :func:`recording`)."""
+    return wait_stamps(rec, [n + " start" for n in names])
+
+
 def pid_alive(pid: int | None) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     if pid is None:
@@ -363,6 +385,27 @@ class Managers:
                 mgr.stop()
             except Exception:
                 pass
+
+
+def manager_fixtures() -> tuple[Any, Any]:
+    """The ``tree`` (a :class:`ConfigTree` under ``tmp_path``) and ``svmgr``
+    (``svmgr(**kw)`` starts a manager on ``tree``, all stopped after the
+    test; ``runtime_dir=`` overrides the default runtime directory) pytest
+    fixtures. In a conftest: ``tree, svmgr = manager_fixtures()``. pytest
+    is imported only here: this module also serves scripts without it."""
+    import pytest
+
+    @pytest.fixture
+    def tree(tmp_path: Path) -> ConfigTree:
+        return ConfigTree(tmp_path / "etc")
+
+    @pytest.fixture
+    def svmgr(tmp_path: Path, tree: ConfigTree) -> Any:
+        managers = Managers(tree, tmp_path)
+        yield managers
+        managers.stop_all()
+
+    return tree, svmgr
 
 
 class InitContainer:

@@ -11,17 +11,10 @@ import time
 import pytest
 
 from dynamod.ipc.client import RemoteError
-from dynamod.testing import pid_alive
+from dynamod.testing import deps, pid_alive
 
 BARE = ["--no-plugins"]
 ECHO_ENV = "echo version=$VERSION; trap 'exit 0' TERM; while :; do sleep 0.05; done"
-
-
-def deps(**kinds: list[str]) -> str:
-    lines = ["[dependencies]"]
-    for kind, names in kinds.items():
-        lines.append(f"{kind} = [" + ", ".join(f'"{n}"' for n in names) + "]")
-    return "\n".join(lines) + "\n"
 
 
 def test_reload_adds_removes_changes_and_leaves_the_rest_alone(tree, svmgr):

@@ -10,17 +10,10 @@ import time
 import pytest
 
 from dynamod.ipc.client import RemoteError
-from dynamod.testing import first_stamp, read_stamps, stamp
+from dynamod.testing import deps, first_stamp, read_stamps, stamp
 
 BARE = ["--no-plugins"]
 TEMPORARY = '[restart]\npolicy = "temporary"\n'
-
-
-def deps(**kinds: list[str]) -> str:
-    lines = ["[dependencies]"]
-    for kind, names in kinds.items():
-        lines.append(f"{kind} = [{', '.join(repr(n).replace(chr(39), chr(34)) for n in names)}]")
-    return "\n".join(lines) + "\n"
 
 
 def test_start_states_are_visible_to_subscribers(tree, svmgr):

@@ -8,30 +8,18 @@ import time
 import pytest
 
 from dynamod.ipc.client import RemoteError
-from dynamod.testing import first_stamp, pid_alive, read_stamps, stamp, wait_stamps
+from dynamod.testing import (
+    deps,
+    first_stamp,
+    pid_alive,
+    read_stamps,
+    recording,
+    stamp,
+    started,
+    wait_stamps,
+)
 
 BARE = ["--no-plugins"]
-
-
-def deps(**kinds: list[str]) -> str:
-    lines = ["[dependencies]"]
-    for kind, names in kinds.items():
-        lines.append(f"{kind} = [" + ", ".join(f'"{n}"' for n in names) + "]")
-    return "\n".join(lines) + "\n"
-
-
-def recording(rec, name, stop_delay=0.0):
-    """Stamps ``NAME start`` once its TERM trap is set, then ``NAME term``
-    and ``NAME exit`` when stopped."""
-    return (
-        f"trap '{stamp(rec, name + ' term')}; sleep {stop_delay}; {stamp(rec, name + ' exit')}; exit 0' TERM; "
-        f"{stamp(rec, name + ' start')}; "
-        "while :; do sleep 0.05; done"
-    )
-
-
-def started(rec, *names):
-    return wait_stamps(rec, [n + " start" for n in names])
 
 
 def up(rec):
