@@ -17,6 +17,8 @@ import ctypes
 import os
 from collections.abc import Iterator
 
+from dynamod_isolation import cgroups
+
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 32, 1024, 2048, 1 << 21
 MS_STRICTATIME = 1 << 24
@@ -26,21 +28,13 @@ FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_N
 GENERIC = {"rw", "seclabel", *FLAGS}
 
 
-def cgroup2_mount() -> tuple[str, list[str]] | None:
+def cgroup2_mount() -> tuple[str, set[str]] | None:
     """The cgroup2 mount dynamod would use, and its options."""
-    found: list[tuple[str, list[str]]] = []
-    with open("/proc/self/mounts", encoding="utf-8") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 3 and parts[2] == "cgroup2":
-                found.append((parts[1], parts[3].split(",")))
-    for target, opts in found:
-        if target == "/sys/fs/cgroup":
-            return target, opts
-    return found[0] if found else None
+    target = cgroups.preferred_mount(cgroups.cgroup2_mounts())
+    return None if target is None else (target, cgroups.mount_options(target))
 
 
-def _remount(target: str, opts: list[str]) -> None:
+def _remount(target: str, opts: set[str]) -> None:
     flags = MS_REMOUNT
     for o in opts:
         flags |= FLAGS.get(o, 0)
@@ -66,7 +60,7 @@ def favordynmods() -> Iterator[None]:
     if "favordynmods" in opts:
         yield
         return
-    _remount(target, [*opts, "favordynmods"])
+    _remount(target, opts | {"favordynmods"})
     try:
         yield
     finally:

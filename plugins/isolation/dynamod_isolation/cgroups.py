@@ -33,32 +33,38 @@ PROC_PID_INIT_INO = 0xEFFFFFFC
 PROC_CGROUP_INIT_INO = 0xEFFFFFFB
 
 
-def cgroup2_mounts(mounts: str = "/proc/self/mounts") -> list[str]:
-    """Mount points of cgroup2 file systems, in mount order."""
-    out: list[str] = []
+def cgroup2_entries(mounts: str = "/proc/self/mounts") -> list[tuple[str, set[str]]]:
+    """``(mount point, options)`` of every cgroup2 file system, in mount order."""
+    out: list[tuple[str, set[str]]] = []
     try:
         with open(mounts, encoding="utf-8", errors="replace") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) > 2 and parts[2] == "cgroup2":
-                    out.append(unescape_mount_path(parts[1]))
+                if len(parts) > 3 and parts[2] == "cgroup2":
+                    out.append((unescape_mount_path(parts[1]), set(parts[3].split(","))))
     except OSError:
         pass
     return out
+
+
+def cgroup2_mounts(mounts: str = "/proc/self/mounts") -> list[str]:
+    """Mount points of cgroup2 file systems, in mount order."""
+    return [path for path, _ in cgroup2_entries(mounts)]
+
+
+def preferred_mount(mounts: list[str]) -> str | None:
+    """The cgroup2 mount services go under: /sys/fs/cgroup on a pure v2
+    system, .../unified on a hybrid one."""
+    return next((m for m in mounts if m == "/sys/fs/cgroup"), mounts[0] if mounts else None)
 
 
 def mount_options(mount: str, mounts: str = "/proc/self/mounts") -> set[str]:
     """The options of the cgroup2 file system mounted at ``mount`` (the
     last mount there wins, as it hides the others)."""
     found: set[str] = set()
-    try:
-        with open(mounts, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) > 3 and parts[2] == "cgroup2" and unescape_mount_path(parts[1]) == mount:
-                    found = set(parts[3].split(","))
-    except OSError:
-        pass
+    for path, options in cgroup2_entries(mounts):
+        if path == mount:
+            found = options
     return found
 
 

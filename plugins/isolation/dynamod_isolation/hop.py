@@ -37,10 +37,15 @@ class Home:
         self.log = log
         self.pid = str(os.getpid())
         self.off = ""  # why hopping is off, once it is
-        rel = pid_cgroup("self")
-        if rel is None:
+        own = self.current()
+        if own is None:
             self.off = "cannot read /proc/self/cgroup"
-        self.path = os.path.join(mount, (rel or "/").lstrip("/")).rstrip("/")
+        self.path = own or mount
+
+    def current(self) -> str | None:
+        """The manager's cgroup directory now (None: /proc unreadable)."""
+        rel = pid_cgroup("self")
+        return None if rel is None else os.path.join(self.mount, rel.lstrip("/")).rstrip("/")
 
     def usable(self) -> bool:
         return not self.off
@@ -77,10 +82,9 @@ class Home:
     def leave(self, cgroup: str) -> None:
         """Make sure the manager is not in ``cgroup`` or below it, before
         that cgroup is killed or removed."""
-        rel = pid_cgroup("self")
-        if rel is None:
+        own = self.current()
+        if own is None:
             return
-        own = os.path.join(self.mount, rel.lstrip("/")).rstrip("/")
         if own == cgroup or own.startswith(cgroup.rstrip("/") + "/"):
             self.go_home()
 

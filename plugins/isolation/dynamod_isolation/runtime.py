@@ -118,10 +118,9 @@ class Isolation:
             if mount is None:
                 return self._without(f"{path} ({ENV_ROOT}) is not inside a cgroup2 file system")
         else:
-            if not mounts:
+            mount = cgroups.preferred_mount(mounts)
+            if mount is None:
                 return self._without("no cgroup2 file system is mounted (see /proc/self/mounts)")
-            # /sys/fs/cgroup on a pure v2 system, .../unified on a hybrid one.
-            mount = next((m for m in mounts if m == "/sys/fs/cgroup"), mounts[0])
             if runtime_dir is None:
                 self.tree_checked = False  # decided by the first hook with a service
                 return None
