@@ -27,7 +27,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,19 @@ def first_stamp(stamps: Iterable[tuple[str, int]], label: str) -> int:
         if lab == label:
             return ns
     raise KeyError(label)
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0,
+               interval: float = 0.02, context: Callable[[], str] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something true and return that;
+    TimeoutError naming ``what`` (and ``context()``, a log say) otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}" + (f"\n{context()}" if context else ""))
 
 
 def deps(**kinds: list[str]) -> str:
@@ -329,13 +342,7 @@ class Svmgr:
         )
 
     def wait_for(self, predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            time.sleep(0.02)
-        raise TimeoutError(f"timed out waiting for {what}\n{self.log()}")
+        return wait_until(predicate, what, timeout, context=self.log)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (ordered shutdown of all services) and wait for exit."""

@@ -5,7 +5,6 @@ machine's cgroup2 mount, removed afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -30,24 +29,20 @@ def tree(tmp_path: Path) -> ConfigTree:
 
 
 def _kill_and_remove(path: str) -> None:
-    """Kill whatever a failed test left in ``path`` and remove the cgroups,
-    deepest first."""
-    if not os.path.isdir(path):
-        return
-    for root, dirs, _files in os.walk(path, topdown=False):
-        for d in [*dirs, ""]:
-            cg = os.path.join(root, d) if d else root
-            with contextlib.suppress(OSError), open(os.path.join(cg, "cgroup.kill"), "w") as f:
-                f.write("1")
+    """Kill whatever a failed test left in ``path`` (cgroup.kill reaches
+    the sub-cgroups too) and remove the cgroups, deepest first."""
+    tree = cgroups.Tree(os.path.dirname(path), path)
+    if not tree.kill(path):
+        return  # not there
     deadline = time.monotonic() + 10
-    while os.path.isdir(path) and time.monotonic() < deadline:
-        try:
-            for root, dirs, _files in os.walk(path, topdown=False):
-                for d in dirs:
-                    os.rmdir(os.path.join(root, d))
-            os.rmdir(path)
-        except OSError:
-            time.sleep(0.05)
+    while not tree.remove(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def purge_cgroup() -> Callable[[str], None]:
+    """Kill and remove a cgroup tree a test made outside ``cgroot``."""
+    return _kill_and_remove
 
 
 @pytest.fixture

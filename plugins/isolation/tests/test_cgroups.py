@@ -5,7 +5,6 @@ limits are reported as not applicable). Each test has its own tree
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from dynamod_isolation.cgroups import cgroup2_mounts
 
-from dynamod.testing import ConfigTree, InitContainer, Svmgr, pid_alive
+from dynamod.testing import ConfigTree, InitContainer, Svmgr, pid_alive, wait_until
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not cgroup2_mounts(), reason="needs root and a cgroup2 mount"
@@ -259,17 +258,8 @@ def _host_pid(init_pid: int, ns_pid: int) -> int:
     raise LookupError(ns_pid)
 
 
-def _until(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise TimeoutError(what)
-
-
-def test_adopted_service_keeps_its_cgroup(tree: ConfigTree, tmp_path: Path) -> None:
+def test_adopted_service_keeps_its_cgroup(tree: ConfigTree, tmp_path: Path,
+                                          purge_cgroup: Callable[[str], None]) -> None:
     """dynamod-init restarts a crashed svmgr, which adopts the running
     services: the new one finds their cgroups (a per-instance tree is named
     after the runtime directory and PID namespace, so it is the same), kills
@@ -283,7 +273,7 @@ def test_adopted_service_keeps_its_cgroup(tree: ConfigTree, tmp_path: Path) -> N
         with InitContainer(tree.root, tmp_path / "c", env=env) as c:
             c.wait_log("leaky: waiting-ready -> running")
             path = c.request("ServiceStatus", {"name": "leaky"})["service"]["extra"]["cgroup"]
-            text = _until(lambda: leftover_file.exists() and leftover_file.read_text().strip(), "leftover")
+            text = wait_until(lambda: leftover_file.exists() and leftover_file.read_text().strip(), "leftover")
             leftover = int(str(text))  # its PID inside the container
             time.sleep(0.5)  # let svmgr record its state
             svmgr = int(re.findall(r"svmgr started \(pid (\d+)\)", c.log())[-1])
@@ -295,29 +285,12 @@ def test_adopted_service_keeps_its_cgroup(tree: ConfigTree, tmp_path: Path) -> N
             host_leftover = _host_pid(c.pid, leftover)
             c.request("StopService", {"name": "leaky"})
             c.wait_log("leaky: stopping -> stopped")
-            _until(lambda: not pid_alive(host_leftover), "the leftover killed")
-            _until(lambda: not os.path.exists(path), "the cgroup removed")
+            wait_until(lambda: not pid_alive(host_leftover), "the leftover killed")
+            wait_until(lambda: not os.path.exists(path), "the cgroup removed")
             c.signal(signal.SIGTERM)
             assert c.wait(30) == 0
         assert not os.path.exists(os.path.dirname(path))  # the tree goes with the manager
     finally:
-        if path and os.path.isdir(os.path.dirname(path)):
-            top = os.path.dirname(path)
-            for root, dirs, _files in os.walk(top, topdown=False):
-                for sub in dirs:
-                    with contextlib.suppress(OSError):
-                        Path(root, sub, "cgroup.kill").write_text("1")
-                    with contextlib.suppress(OSError):
-                        _until(lambda r=root, d=sub: _rmdir(os.path.join(r, d)), "rmdir", 5)
-            with contextlib.suppress(OSError, TimeoutError):
-                os.rmdir(top)
+        if path:
+            purge_cgroup(os.path.dirname(path))
 
-
-def _rmdir(path: str) -> bool:
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return True
