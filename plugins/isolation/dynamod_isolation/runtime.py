@@ -363,10 +363,8 @@ class Isolation:
         if run is None:
             return None
         cgroup, tree = run.cgroup, self.tree
-        if sig == signal.SIGKILL and cgroup is not None and tree is not None:
-            self._leave(cgroup)
-            if tree.kill(cgroup):
-                return True
+        if sig == signal.SIGKILL and cgroup is not None and tree is not None and self._kill_cgroup(tree, cgroup):
+            return True
         if "pid" in run.namespaces and sig != signal.SIGKILL and run.pid is not None:
             # unshare --fork stays as the parent of the namespace's PID 1; it
             # ignores SIGTERM/SIGINT but dies of most other signals (and then
@@ -396,15 +394,15 @@ class Isolation:
             if self.tree.populated(run.cgroup):
                 # The main process is gone; whatever it left behind
                 # (double-forked daemons) goes with it.
-                self._leave(run.cgroup)
-                self.tree.kill(run.cgroup)
+                self._kill_cgroup(self.tree, run.cgroup)
             self._remove_later(service.name, run.cgroup, 0)
 
-    def _leave(self, cgroup: str) -> None:
-        """Never kill the manager with a service: after a failed way home it
-        may still be in that cgroup."""
+    def _kill_cgroup(self, tree: Tree, cgroup: str) -> bool:
+        """Tree.kill, but never of the manager with a service: after a
+        failed way home it may still be in that cgroup."""
         if self._home is not None and not self._home.usable():
             self._home.leave(cgroup)
+        return tree.kill(cgroup)
 
     def _release(self, run: Running) -> None:
         if run.oom_watch is not None and self.inotify is not None:
