@@ -363,7 +363,8 @@ class Isolation:
         if run is None:
             return None
         cgroup, tree = run.cgroup, self.tree
-        if sig == signal.SIGKILL and cgroup is not None and tree is not None and self._kill_cgroup(tree, cgroup):
+        if (sig == signal.SIGKILL and cgroup is not None and tree is not None
+                and self._kill_cgroup(tree, cgroup)):
             return True
         if "pid" in run.namespaces and sig != signal.SIGKILL and run.pid is not None:
             # unshare --fork stays as the parent of the namespace's PID 1; it
