@@ -480,6 +480,51 @@ class InitContainer:
         with Client(f"/proc/{self.pid}/root/run/dynamod/control.sock", timeout=60) as c:
             return c.request(type, body or {}).body
 
+    def processes(self) -> list[int]:
+        """Host PIDs of the live (non-zombie) processes inside the container."""
+        ns = os.readlink(f"/proc/{self.pid}/ns/pid")
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                    continue
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if stat[stat.rindex(b")") + 2:][:1] != b"Z":
+                out.append(int(entry))
+        return out
+
+    def service_processes(self) -> dict[str, list[int]]:
+        """Host PIDs of each service's processes (by the DYNAMOD_SERVICE
+        marker in their environment)."""
+        found: dict[str, list[int]] = {}
+        for pid in self.processes():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            for item in env:
+                if item.startswith(b"DYNAMOD_SERVICE="):
+                    found.setdefault(item[16:].decode(), []).append(pid)
+        return found
+
+    def svmgr_pid(self) -> int | None:
+        """Host PID of the running dynamod-svmgr, if any."""
+        for pid in self.processes():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if b"dynamod.svmgr" in cmd or b"dynamod-svmgr" in cmd:
+                return pid
+        return None
+
     def wait_log(self, text: str, timeout: float = 20.0, count: int = 1) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

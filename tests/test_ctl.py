@@ -464,7 +464,7 @@ def test_tree_shows_escalations(tree: ConfigTree, svmgr) -> None:
     )
     tree.supervisor(
         "sandbox",
-        '[supervisor]\nname = "sandbox"\nparent = "root"\nstrategy = "one-for-all"\n'
+        '[supervisor]\nname = "sandbox"\nparent = "root"\nstrategy = "one-for-all"\nescalate = true\n'
         '[restart]\nmax-restarts = 1\nmax-restart-window = "60s"\n',
     )
     tree.simple("crasher", "exit 1", supervisor="sandbox", extra='[restart]\ndelay = "100ms"\n')

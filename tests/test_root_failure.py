@@ -18,6 +18,7 @@ def crashing_tree(tree: ConfigTree, action: str | None) -> None:
     tree.supervisor("root", f"""
         [supervisor]
         name = "root"
+        escalate = true
         {line}
         [restart]
         max-restarts = 1

@@ -13,8 +13,11 @@ BARE = ["--no-plugins"]
 FAST = '[restart]\ndelay = "100ms"\n'
 
 
-def supervisor(tree, name, strategy="one-for-one", parent=None, max_restarts=5, window="60s"):
+def supervisor(tree, name, strategy="one-for-one", parent=None, max_restarts=5, window="60s",
+               escalate=False):
     parent_line = f'parent = "{parent}"\n' if parent else ""
+    if escalate:
+        parent_line += "escalate = true\n"
     tree.supervisor(
         name,
         f'[supervisor]\nname = "{name}"\n{parent_line}strategy = "{strategy}"\n'
@@ -142,7 +145,7 @@ def test_tree_status_lists_children_in_start_order(tree, svmgr):
 
 def test_intensity_exceeded_fails_the_supervisor_and_the_parent_restarts_it(tree, svmgr, tmp_path):
     rec = tmp_path / "rec"
-    supervisor(tree, "apps", "one-for-one", max_restarts=1)
+    supervisor(tree, "apps", "one-for-one", max_restarts=1, escalate=True)
     child(tree, "crashy", "apps")
     child(tree, "steady", "apps", rec=rec)
     tree.simple("outsider")
@@ -178,7 +181,7 @@ def test_intensity_exceeded_fails_the_supervisor_and_the_parent_restarts_it(tree
 
 def test_parent_applies_its_own_strategy_to_a_failed_child_supervisor(tree, svmgr):
     supervisor(tree, "mid", "one-for-all")
-    supervisor(tree, "apps", "one-for-one", parent="mid", max_restarts=0)
+    supervisor(tree, "apps", "one-for-one", parent="mid", max_restarts=0, escalate=True)
     child(tree, "crashy", "apps")
     child(tree, "sibling", "mid")
     tree.simple("outsider")
@@ -197,8 +200,8 @@ def test_parent_applies_its_own_strategy_to_a_failed_child_supervisor(tree, svmg
 
 
 def test_escalation_through_two_levels(tree, svmgr):
-    supervisor(tree, "mid", "one-for-one", max_restarts=0)
-    supervisor(tree, "apps", "one-for-one", parent="mid", max_restarts=0)
+    supervisor(tree, "mid", "one-for-one", max_restarts=0, escalate=True)
+    supervisor(tree, "apps", "one-for-one", parent="mid", max_restarts=0, escalate=True)
     child(tree, "crashy", "apps")
     child(tree, "steady", "apps")
     child(tree, "sibling", "mid")
@@ -220,7 +223,7 @@ def test_escalation_through_two_levels(tree, svmgr):
 
 def test_root_supervisor_failure_stops_everything_and_exits_3(tree, svmgr, tmp_path):
     rec = tmp_path / "rec"
-    tree.supervisor("root", '[supervisor]\nname = "root"\n[restart]\nmax-restarts = 1\n')
+    tree.supervisor("root", '[supervisor]\nname = "root"\nescalate = true\n[restart]\nmax-restarts = 1\n')
     tree.simple("crashy", "sleep 0.2; exit 1", extra=FAST)
     tree.simple(
         "steady",

@@ -267,6 +267,7 @@ def _parse_supervisor(data: dict[str, Any], rep: Reporter) -> SupervisorConfig |
     on_failure = sup.choice("on-failure", FAILURE_ACTIONS, "emergency")
     if on_failure != "emergency" and name != ROOT_SUPERVISOR:
         rep.error("supervisor.on-failure", "only the root supervisor has a system action")
+    escalate = sup.boolean("escalate", False)
     sup.finish()
     max_restarts, window = 5, 60.0
     if restart is not None:
@@ -278,6 +279,7 @@ def _parse_supervisor(data: dict[str, Any], rep: Reporter) -> SupervisorConfig |
     return SupervisorConfig(
         name=rep.declared_name, source=rep.file, parent=parent, strategy=strategy,
         max_restarts=max_restarts, max_restart_window=window, on_failure=on_failure,
+        escalate=escalate,
     )
 
 

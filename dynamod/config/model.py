@@ -99,6 +99,10 @@ class SupervisorConfig:
     max_restarts: int = 5
     max_restart_window: float = 60.0
     on_failure: str = "emergency"  # root only: see FAILURE_ACTIONS
+    # Share one restart budget among all children and fail (escalate to the
+    # parent, or run on-failure at the root) when it is spent; without it
+    # each child has a budget of its own (see dynamod/svmgr/supervision.py).
+    escalate: bool = False
 
 
 @dataclass(frozen=True)

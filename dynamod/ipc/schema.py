@@ -156,6 +156,10 @@ ERROR_CODES = frozenset(
 )
 
 _NAME = {"name": (str, True)}
+# A job request: ``mode`` is what happens to a conflicting job already
+# pending on the service (``replace`` cancels it, ``fail`` refuses the new
+# one); ``no_block`` answers as soon as the job is queued.
+_JOB = {"name": (str, True), "mode": (OneOf("replace", "fail"), False), "no_block": (bool, False)}
 
 # type name -> kind -> {field: (spec, required)}
 SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
@@ -172,9 +176,13 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
         "request": {"version": (int, True), "client": (str, True)},
         "response": {"version": (int, True), "server": (str, True)},
     },
-    "StartService": {"request": _NAME},
-    "StopService": {"request": _NAME},
-    "RestartService": {"request": _NAME},
+    "StartService": {"request": _JOB},
+    "StopService": {"request": _JOB},
+    "RestartService": {"request": _JOB},
+    "TryRestartService": {"request": _JOB},
+    "ReloadOrRestartService": {"request": _JOB},
+    "ListJobs": {"request": {}},
+    "CancelJob": {"request": {"id": (int, True)}},
     "ServiceStatus": {"request": _NAME},
     # Paged: a page holds what fits in one frame; ``next`` is the offset of
     # the following page and is absent on the last one.
@@ -184,7 +192,8 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
     "Shutdown": {"request": {"kind": (SHUTDOWN_KINDS, True)}},
     "GetServiceByPid": {"request": {"pid": (int, True)}},
     "GetLogs": {"request": {"name": (str, True), "lines": (int, False)}},
-    "Subscribe": {"request": {}},
+    # ``jobs``: also JobNew/JobRemoved events, not only ServiceStateChanged.
+    "Subscribe": {"request": {"jobs": (bool, False)}},
     "Ack": {"response": {"message": (str, False)}},
     # ``code`` is checked as a string, not against ERROR_CODES, so that a
     # client keeps working when a newer server adds a code.
@@ -195,7 +204,9 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
             "details": (STR_LIST, False),
         }
     },
-    "ServiceInfo": {"response": {"service": (dict, True)}},
+    # ``job`` (job requests): the job's report, see JobRemoved.
+    "ServiceInfo": {"response": {"service": (dict, True), "job": (dict, False)}},
+    "JobList": {"response": {"jobs": (ListOf(dict), True)}},
     "ServiceList": {
         "response": {
             "services": (ListOf(dict), True),
@@ -214,6 +225,21 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
     },
     "ServiceByPid": {"response": {"name": ((str, _NONE), True)}},
     "Logs": {"response": {"name": (str, True), "lines": (ListOf(TupleOf(float, str)), True)}},
+    # A job was queued / ended (to subscribers). ``result`` is one of done,
+    # failed, canceled, dependency, timeout, skipped; ``effects`` lists
+    # the other services the job started, stopped or blocked, each with the
+    # state it reached while the job ran.
+    "JobNew": {"event": {"id": (int, True), "unit": (str, True), "type": (str, True)}},
+    "JobRemoved": {
+        "event": {
+            "id": (int, True),
+            "unit": (str, True),
+            "type": (str, True),
+            "result": (str, True),
+            "reason": (str, False),
+            "effects": (ListOf(dict), False),
+        }
+    },
     "ServiceStateChanged": {
         "event": {
             "name": (str, True),
@@ -237,6 +263,7 @@ READ_ONLY_REQUESTS = frozenset(
         "GetServiceByPid",
         "GetLogs",
         "Subscribe",
+        "ListJobs",
     }
 )
 

@@ -1,105 +1,140 @@
-"""Surviving an svmgr restart without second copies of services.
+"""Surviving an svmgr restart with exactly one copy of every service.
 
-While it runs, svmgr keeps a record of which services are up and with which
-main PID (see :mod:`dynamod.svmgr.persist`). When dynamod-init restarts a
-crashed svmgr, the services of the old one are still running (reparented to
-init). The new svmgr reads the record before starting anything and adopts
-every service whose recorded process is still the same process (same PID and
-start time); finished oneshots are adopted as finished, so they do not run
-twice. Exits of adopted processes are reaped by init, which forwards their
-statuses (``Orphans``); a pidfd tells svmgr when to look.
+When dynamod-init restarts a crashed svmgr, the services of the old one may
+still run (reparented to init). Before starting anything, the new svmgr
+combines two sources (see :mod:`dynamod.svmgr.journal`):
+
+* the record: per service its activation, state, invocation id and PIDs;
+* a scan of /proc for live processes whose environment carries this
+  instance's ``INVOCATION_ID`` prefix and a ``DYNAMOD_SERVICE`` name: that
+  finds a process even when svmgr died before recording its spawn.
+
+For each service, the newest invocation that still has a live process is
+adopted (the recorded main PID when it is among them, else the oldest
+process of that invocation); a oneshot recorded as finished is adopted as
+finished (it does not run twice); a process recorded as running that is gone
+is started afresh if it is still wanted, except a oneshot: that one ran, and
+it waits for its exit status from init (``Orphans``) so that it does not run
+twice. Processes of
+older invocations of the same service (leftovers) are killed: they belong
+to a start that is over. What is not adopted is started as at boot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from typing import TYPE_CHECKING, Any
 
-from dynamod.svmgr import persist
 from dynamod.svmgr import states as st
+from dynamod.svmgr.journal import process_start_time
 
 if TYPE_CHECKING:
     from dynamod.svmgr.manager import Manager
 
-SAVE_DELAY = 0.2
-# How long to wait for init's Orphans message after an adopted process is gone.
-STATUS_GRACE = 2.0
 
-
-class StateKeeper:
-    def __init__(self, manager: Manager) -> None:
-        self.manager = manager
-        self._scheduled = False
-        manager.listeners.append(self._changed)
-
-    def _changed(self, event: dict[str, Any]) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self.manager.loop.call_later(SAVE_DELAY, self.save)
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for name, s in self.manager.services.items():
-            if s.state == st.EXITED:
-                out[name] = {"state": st.EXITED}
-            elif s.state == st.RUNNING and s.main_pid is not None:
-                start = persist.process_start_time(s.main_pid)
-                if start is not None:
-                    out[name] = {"state": st.RUNNING, "pid": s.pid, "main_pid": s.main_pid, "start": start}
-        return out
-
-    def save(self) -> None:
-        self._scheduled = False
+def scan_processes(instance: str) -> dict[str, dict[str, list[int]]]:
+    """Live processes of this manager instance: service -> invocation -> pids."""
+    prefix = b"INVOCATION_ID=" + instance.encode()
+    found: dict[str, dict[str, list[int]]] = {}
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        if pid == me:
+            continue
         try:
-            persist.save(self.manager.runtime_dir, self.snapshot())
-        except OSError as exc:
-            self.manager.log(f"cannot record service state: {exc}")
-
-    def adopt(self) -> list[str]:
-        """Adopt the predecessor's services; returns the adopted names."""
-        adopted: list[str] = []
-        for name, rec in persist.load(self.manager.runtime_dir).items():
-            s = self.manager.services.get(name)
-            if s is None or not isinstance(rec, dict):
-                continue
-            if rec.get("state") == st.EXITED and s.cfg.type == "oneshot":
-                self.manager.adopt(s, None, None)
-                adopted.append(name)
-                continue
-            main = rec.get("main_pid")
-            if rec.get("state") != st.RUNNING or not isinstance(main, int):
-                continue
-            if main in self.manager.reaper.unknown or persist.process_start_time(main) != rec.get("start"):
-                continue  # exited meanwhile, or the PID was reused
-            pid = rec.get("pid") if isinstance(rec.get("pid"), int) else main
-            self.manager.adopt(s, pid, main)
-            self._watch(s, main)
-            adopted.append(name)
-        if adopted:
-            self.manager.log(f"adopted from the previous svmgr: {', '.join(sorted(adopted))}")
-        return adopted
-
-    def _watch(self, s: Any, pid: int) -> None:
-        loop = self.manager.loop
-        gen = s.generation
-        try:
-            fd = os.pidfd_open(pid)
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
         except OSError:
-            loop.call_soon(self._gone, s, gen, pid, 0.0)
-            return
+            continue
+        if prefix not in env:
+            continue
+        inv = name = None
+        for item in env.split(b"\0"):
+            if item.startswith(b"INVOCATION_ID="):
+                inv = item[14:].decode("ascii", "replace")
+            elif item.startswith(b"DYNAMOD_SERVICE="):
+                name = item[16:].decode("utf-8", "replace")
+        if inv and name and inv.startswith(instance):
+            found.setdefault(name, {}).setdefault(inv, []).append(pid)
+    return found
 
-        def readable() -> None:
-            loop.remove_reader(fd)
-            os.close(fd)
-            self._gone(s, gen, pid, 0.0)
 
-        loop.add_reader(fd, readable)
+def adopt_previous(manager: Manager) -> list[str]:
+    """Adopt the predecessor's services; returns the adopted names."""
+    journal = manager.journal
+    records = journal.services
+    live = scan_processes(journal.instance)
+    engine = manager.engine
+    adopted: list[str] = []
+    for name in sorted(set(records) | set(live)):
+        s = engine.services.get(name)
+        rec: dict[str, Any] = records.get(name) or {}
+        invs = live.get(name, {})
+        if s is None or s.load_error is not None:
+            _kill_all(invs)
+            continue
+        if isinstance(rec.get("explicit"), bool):
+            s.explicit = rec["explicit"]
+        if isinstance(rec.get("held"), bool):
+            s.held = rec["held"]
+        current = rec.get("inv")
+        chosen = current if current in invs else (max(invs) if invs else None)
+        _kill_all({i: p for i, p in invs.items() if i != chosen})
+        oneshot = s.cfg.type == "oneshot"
+        state = rec.get("state")
+        if state == st.EXITED and oneshot:
+            manager.adopt(name, None, None)
+            adopted.append(name)
+            continue
+        if chosen is not None:
+            pids = invs[chosen]
+            main = rec.get("main") if chosen == current else None
+            if not (isinstance(main, int) and main in pids):
+                main = min(pids, key=lambda p: process_start_time(p) or 0)
+            pid = rec.get("pid") if chosen == current and isinstance(rec.get("pid"), int) else main
+            manager.adopt(name, pid, main, st.STARTING if oneshot else st.RUNNING)
+            adopted.append(name)
+            continue
+        pid = rec.get("main") or rec.get("pid")
+        if oneshot and state == "spawning" and isinstance(current, str) and journal.forked(current):
+            # svmgr died between the spawn and its record, and the oneshot
+            # has finished since: it ran; its exit status is lost with the
+            # unrecorded PID. At most once beats twice.
+            manager.log(f"{name}: ran while svmgr was restarting; its exit status is unknown, "
+                        "counted as done")
+            manager.adopt(name, None, None)
+            adopted.append(name)
+            continue
+        if oneshot and isinstance(pid, int) and state in (st.STARTING, st.RUNNING, st.STOPPING):
+            # It finished while no svmgr was there: it ran, and init has its
+            # status (Orphans); dependents wait for that, it does not run again.
+            manager.adopt(name, pid, pid, st.STARTING)
+            adopted.append(name)
+        elif rec:
+            # A long-running service whose process is gone is started afresh
+            # (as at boot, if it is wanted).
+            manager.log(f"{name}: recorded as {state or 'unknown'}"
+                        + (f" (pid {pid})" if pid else "") + ", no process left")
+    for name in list(records):
+        if name not in engine.services:
+            journal.remove(name)
+    journal.clear_markers()
+    if adopted:
+        manager.log(f"adopted from the previous svmgr: {', '.join(sorted(adopted))}")
+    manager.pump()
+    return adopted
 
-    def _gone(self, s: Any, gen: int, pid: int, waited: float) -> None:
-        """The adopted process is gone; its status comes from init."""
-        status = self.manager.reaper.unknown.pop(pid, None)
-        if status is None and waited < STATUS_GRACE:
-            self.manager.loop.call_later(0.1, self._gone, s, gen, pid, waited + 0.1)
-            return
-        # Unknown status (init never told us): count it as a failure.
-        self.manager.adopted_exit(s, gen, pid, 1 << 8 if status is None else status)
+
+def _kill_all(invs: dict[str, list[int]]) -> None:
+    for pids in invs.values():
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)

@@ -35,8 +35,23 @@ class Control:
         self.reload_config = reload_config
         self.request_shutdown = request_shutdown
         self.subscribers: set[Connection] = set()
+        self.job_subscribers: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         manager.listeners.append(self._broadcast)
+        manager.publisher.job_listeners.append(self._broadcast_job)
+
+    def _broadcast_job(self, kind: str, job: Any) -> None:
+        if not self.job_subscribers:
+            return
+        if kind == "new":
+            msg = event("JobNew", {"id": job.id, "unit": job.unit, "type": job.type})
+        else:
+            msg = event("JobRemoved", job.report())
+        for conn in list(self.job_subscribers):
+            if conn.closed:
+                self.job_subscribers.discard(conn)
+            else:
+                conn.send(msg)
 
     def _broadcast(self, ev: dict[str, Any]) -> None:
         if not self.subscribers:
@@ -111,7 +126,7 @@ class Control:
 
     async def do_GetLogs(self, conn: Connection, msg: Message) -> Message:
         s = self.manager.get(msg.body["name"])
-        lines = s.log_buffer.tail(msg.body.get("lines"))
+        lines = self.manager.handle(s.name).log_buffer.tail(msg.body.get("lines"))
         # Newest lines win when the buffer would not fit into one frame.
         out: list[tuple[float, str]] = []
         size = 0
@@ -127,19 +142,50 @@ class Control:
         conn.subscribed = True
         self.subscribers.add(conn)
         conn.on_close.append(self.subscribers.discard)
+        if msg.body.get("jobs"):
+            self.job_subscribers.add(conn)
+            conn.on_close.append(self.job_subscribers.discard)
         return response(msg, "Ack", {"message": "subscribed"})
 
+    async def _job(self, msg: Message, jtype: str) -> Message:
+        body = msg.body
+        job = await self.manager.run_job(body["name"], jtype, body.get("mode") or "replace",
+                                         block=not body.get("no_block"))
+        s = self.manager.services.get(job.unit)
+        info = self.manager.status_of(s) if s is not None else {"name": job.unit, "state": "removed"}
+        report = job.report() if job.ended else {**job.summary(), "result": None}
+        if job.ended and job.result not in ("done", "skipped"):
+            from dynamod.svmgr.manager import _job_message
+
+            err = error(msg, "failed", _job_message(job), [s.reason] if s is not None and s.reason else None)
+            err.body["job"] = report
+            err.body["service"] = info
+            return err
+        return response(msg, "ServiceInfo", {"service": info, "job": report})
+
     async def do_StartService(self, conn: Connection, msg: Message) -> Message:
-        s = await self.manager.start(msg.body["name"])
-        return response(msg, "ServiceInfo", {"service": self.manager.status_of(s)})
+        return await self._job(msg, "start")
 
     async def do_StopService(self, conn: Connection, msg: Message) -> Message:
-        s = await self.manager.stop(msg.body["name"])
-        return response(msg, "ServiceInfo", {"service": self.manager.status_of(s)})
+        return await self._job(msg, "stop")
 
     async def do_RestartService(self, conn: Connection, msg: Message) -> Message:
-        s = await self.manager.restart(msg.body["name"])
-        return response(msg, "ServiceInfo", {"service": self.manager.status_of(s)})
+        return await self._job(msg, "restart")
+
+    async def do_TryRestartService(self, conn: Connection, msg: Message) -> Message:
+        return await self._job(msg, "try-restart")
+
+    async def do_ReloadOrRestartService(self, conn: Connection, msg: Message) -> Message:
+        return await self._job(msg, "reload-or-restart")
+
+    async def do_ListJobs(self, conn: Connection, msg: Message) -> Message:
+        jobs = [j.summary() for j in sorted(self.manager.engine.jobs.values(), key=lambda j: j.id)]
+        return response(msg, "JobList", {"jobs": jobs})
+
+    async def do_CancelJob(self, conn: Connection, msg: Message) -> Message:
+        if not self.manager.cancel_job(msg.body["id"]):
+            return error(msg, "failed", f"no such job: {msg.body['id']}")
+        return response(msg, "Ack", {"message": f"job {msg.body['id']} canceled"})
 
     async def do_Reload(self, conn: Connection, msg: Message) -> Message:
         try:

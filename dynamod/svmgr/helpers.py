@@ -21,7 +21,7 @@ from dynamod.svmgr.logbuf import PipeReader
 from dynamod.svmgr.spawn import build_spec, spawn
 
 if TYPE_CHECKING:
-    from dynamod.svmgr.service import Service
+    from dynamod.svmgr.context import ServiceHandle as Service
 
 
 async def run_helper(s: Service, argv: Sequence[str], timeout: float) -> int | None:

@@ -109,7 +109,12 @@ class Daemon:
         if cfg.errors:
             log(f"{len(cfg.errors)} configuration error(s); starting the valid services only")
         os.makedirs(self.runtime_dir, mode=0o755, exist_ok=True)
-        manager = Manager(cfg, runtime_dir=self.runtime_dir, extensions=self.ext, plugins=self.plugins, log=log)
+        from dynamod.svmgr.initlink import InitLink
+
+        # Under dynamod-init a previous svmgr may have run: resume its record.
+        resume = "DYNAMOD_INIT_FD" in os.environ
+        manager = Manager(cfg, runtime_dir=self.runtime_dir, extensions=self.ext, plugins=self.plugins,
+                          log=log, resume=resume)
         manager.reaper.install(loop)
         self.manager = manager
 
@@ -117,8 +122,6 @@ class Daemon:
             task = loop.create_task(coro)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-
-        from dynamod.svmgr.initlink import InitLink
 
         self.link = InitLink.from_environment(
             on_shutdown=lambda kind: spawn_task(self.shutdown(kind)),
@@ -146,12 +149,10 @@ class Daemon:
                 spawn_task(self.shutdown("exit"))
 
         manager.on_root_failure = root_failed
-        from dynamod.svmgr.adopt import StateKeeper
+        if resume:
+            from dynamod.svmgr.adopt import adopt_previous
 
-        keeper = StateKeeper(manager)
-        if self.link is not None:
-            # init restarted us: services of the previous svmgr may still run.
-            keeper.adopt()
+            adopt_previous(manager)
         control = Control(manager, self.load, self.shutdown)
         server = ControlServer(os.path.join(self.runtime_dir, "control.sock"), control.handle, log=log)
         await server.start()
@@ -171,7 +172,7 @@ class Daemon:
             log(f"reload refused, nothing changed:\n{exc}")
             return
         result = await self.manager.reload(cfg)
-        log(f"reloaded: {result}")
+        log("reloaded: " + describe_reload(result))
 
     async def shutdown(self, kind: str) -> None:
         if self.manager.shutting_down:
@@ -184,6 +185,11 @@ class Daemon:
             self.link.send("RequestShutdown", {"kind": kind})
         assert self.done is not None
         self.done.set()
+
+
+def describe_reload(result: dict[str, list[str]]) -> str:
+    parts = [f"{k} {', '.join(v)}" for k, v in result.items() if v and k in ("added", "removed", "changed")]
+    return "; ".join(parts) or "nothing changed"
 
 
 def main(argv: list[str] | None = None) -> None:

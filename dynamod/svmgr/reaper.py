@@ -1,11 +1,14 @@
-"""The one place in the service manager that calls ``waitpid``.
+"""The one place in the service manager that collects exit statuses.
 
-SIGCHLD coalesces, so each signal drains every exited child with
-``waitpid(-1, WNOHANG)``. Spawners register a callback for a PID right after
-spawning (before the loop runs again, so no exit can be missed). Exits of
-PIDs nobody registered (daemons of forking services that were reparented to
-us as subreaper, or leftovers) are remembered for a while so that a PID read
-later from a pid file can still be matched with its exit status.
+SIGCHLD coalesces, so each signal drains every exited child. A child is
+first *peeked at* with ``waitid(WNOWAIT)``: its callback runs (the engine
+records the exit) and only then is it reaped. Should svmgr die in between,
+the zombie goes to dynamod-init, which reaps it and hands its status to the
+next svmgr: no exit is ever lost. Spawners register a callback for a PID
+right after spawning (before the loop runs again, so no exit can be missed).
+Exits of PIDs nobody registered (daemons of forking services that were
+reparented to us as subreaper, or leftovers) are remembered for a while so
+that a PID read later from a pid file can still be matched with its status.
 """
 
 from __future__ import annotations
@@ -16,21 +19,20 @@ import signal
 from collections import OrderedDict
 from collections.abc import Callable
 
+from dynamod.svmgr.waitstatus import describe_status
+
+__all__ = ["Reaper", "describe_status"]
+
 ExitCallback = Callable[[int, int], None]  # (pid, wait status)
 
 
-def describe_status(status: int) -> str:
-    """``exited 0``, ``exited 3``, ``killed by SIGKILL``..."""
-    if os.WIFEXITED(status):
-        return f"exited {os.WEXITSTATUS(status)}"
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return f"killed by {name}"
-    return f"status {status:#x}"
+def _wait_status(info: os.waitid_result) -> int:
+    """A waitid result as the status waitpid would have returned."""
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    if info.si_code == os.CLD_DUMPED:
+        return (info.si_status & 0x7F) | 0x80
+    return info.si_status & 0x7F
 
 
 class Reaper:
@@ -66,20 +68,26 @@ class Reaper:
     def reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
             except InterruptedError:
                 continue
-            if pid == 0:
+            if info is None or info.si_pid == 0:
                 return
+            pid = info.si_pid
+            status = _wait_status(info)
             cb = self._watch.pop(pid, None)
             if cb is None:
                 self.unknown[pid] = status
                 while len(self.unknown) > self.KEEP_UNKNOWN:
                     self.unknown.popitem(last=False)
-                continue
+            else:
+                try:
+                    cb(pid, status)
+                except Exception as exc:  # one bad callback must not stop reaping
+                    self._on_error(f"exit handler for pid {pid} failed: {type(exc).__name__}: {exc}")
             try:
-                cb(pid, status)
-            except Exception as exc:  # one bad callback must not stop reaping
-                self._on_error(f"exit handler for pid {pid} failed: {type(exc).__name__}: {exc}")
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass

@@ -176,7 +176,7 @@ RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _devnull = -1
 
 
-def _posix_spawn(argv: list[str], spec: SpawnSpec, w: int) -> int | None:
+def _posix_spawn(argv: list[str], spec: SpawnSpec, w: int, marker: str | None = None) -> int | None:
     """posix_spawn(3) straight from ``os``: the same vfork-and-exec as Popen
     without Popen's Python around it (its error pipe, /dev/null opened per
     call, the object). None when Popen must do it: a working directory
@@ -190,8 +190,13 @@ def _posix_spawn(argv: list[str], spec: SpawnSpec, w: int) -> int | None:
         _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     if spec.cwd is not None or "/" not in argv[0] or w < 3 or any(fd < 3 for fd in spec.pass_fds):
         return None
-    actions = [(os.POSIX_SPAWN_DUP2, _devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1),
-               (os.POSIX_SPAWN_DUP2, w, 2)]
+    actions: list[tuple] = []
+    if marker is not None:
+        # Created by the child itself, before it execs: proof it existed
+        # (see dynamod.svmgr.journal). On fd 0, which the next action replaces.
+        actions.append((os.POSIX_SPAWN_OPEN, 0, marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    actions += [(os.POSIX_SPAWN_DUP2, _devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1),
+                (os.POSIX_SPAWN_DUP2, w, 2)]
     # dup2 onto itself clears close-on-exec (POSIX; glibc >= 2.29)
     actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in spec.pass_fds]
     return os.posix_spawn(argv[0], argv, spec.env, file_actions=actions, setsid=True,
@@ -212,10 +217,18 @@ def seal_inherited_fds() -> None:
                 os.set_inheritable(fd, False)
 
 
-def spawn(spec: SpawnSpec) -> Spawned:
+def spawn(spec: SpawnSpec, marker: str | None = None) -> Spawned:
     """Start the process; raise SpawnError with the OS's reason on failure.
     A problem leaving one of ``spec.around_fork`` comes back in
-    ``Spawned.problems``: the process runs and must not be lost."""
+    ``Spawned.problems``: the process runs and must not be lost.
+
+    ``marker``: a file the child creates just before it execs (run-once
+    services, see dynamod.svmgr.journal); it needs the posix_spawn path, so a
+    working directory is then entered through ``env --chdir``."""
+    if marker is not None and spec.cwd is not None:
+        env_prog = shutil.which("env", path=DEFAULT_PATH) or "/usr/bin/env"
+        spec.wrapper = [env_prog, f"--chdir={spec.cwd}", "--", *spec.wrapper]
+        spec.cwd = None
     argv = [*spec.wrapper, *spec.argv]
     r, w = os.pipe2(os.O_CLOEXEC)
     stack = contextlib.ExitStack() if spec.around_fork else None
@@ -226,8 +239,11 @@ def spawn(spec: SpawnSpec) -> Spawned:
                     stack.enter_context(ctx)
             except Exception as exc:
                 raise SpawnError(str(exc) or type(exc).__name__) from None
-        pid = _posix_spawn(argv, spec, w)
+        pid = _posix_spawn(argv, spec, w, marker)
         if pid is None:
+            if marker is not None:
+                with open(marker, "wb"):
+                    pass  # (a descriptor below 3 to pass: the marker is written here)
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

@@ -373,4 +373,4 @@ def test_environment_passes_through_the_wrappers(tree: ConfigTree, svmgr: Callab
     assert env["ODD-NAME"] == "a b" and env["PLAIN"] == "x y"
     assert env["DYNAMOD_SERVICE"] == "envy"
     assert "PWD" not in env
-    assert set(env) - {"ODD-NAME", "PLAIN", "DYNAMOD_SERVICE", "PATH", "LANG", "LC_ALL", "TZ"} == set()
+    assert set(env) - {"ODD-NAME", "PLAIN", "DYNAMOD_SERVICE", "INVOCATION_ID", "PATH", "LANG", "LC_ALL", "TZ"} == set()
