@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dynamod_isolation import wrappers
+from dynamod_isolation import nssetup, wrappers
 from dynamod_isolation.cgroups import Tree, unescape_mount_path
 from dynamod_isolation.options import parse_cgroup, parse_namespace
 from dynamod_isolation.runtime import Isolation, Running
@@ -164,7 +164,7 @@ def test_mount_paths_are_quoted(tmp_path: Path) -> None:
     target.mkdir()
     opts, problems = parse_namespace({"bind-mounts": [{"source": str(odd), "target": str(target)}]})
     assert problems == []
-    script = wrappers.setup_script(opts, mounts=wrappers.mount_points())
+    script = nssetup.setup_script(opts, mounts=nssetup.mount_points())
     assert shlex.quote(str(odd)) in script
     if os.geteuid() != 0:
         return
@@ -186,7 +186,7 @@ def test_strict_leaves_dev_proc_sys_run_writable() -> None:
     opts, _ = parse_namespace({"protect-system": "strict", "writable-paths": ["/var/lib/x"]})
     mounts = [("/", "rw,relatime"), ("/proc", "rw,nosuid"), ("/sys/fs/cgroup", "rw"), ("/home", "rw,nodev"),
               ("/boot", "ro,relatime"), ("/var/lib/x", "rw")]
-    script = wrappers.setup_script(opts, mounts=mounts)
+    script = nssetup.setup_script(opts, mounts=mounts)
     assert "--rbind /run /run" in script  # not a mount point here: made one
     assert "remount,bind,ro,relatime /\n" in script + "\n"
     assert "remount,bind,ro,nodev /home" in script
