@@ -111,12 +111,8 @@ def hidden_dirs(opts: NamespaceOptions) -> list[str]:
     if not opts.private_tmp:
         return []
     sources = [os.path.realpath(b.source) for b in opts.bind_mounts]
-    return [d for d in TMP_DIRS if os.path.isdir(d) and under_any(sources, d)]
-
-
-def under_any(paths: Iterable[str], root: str) -> bool:
-    real = os.path.realpath(root)
-    return any(under(p, [real]) for p in paths)
+    return [d for d in TMP_DIRS
+            if os.path.isdir(d) and any(under(src, [os.path.realpath(d)]) for src in sources)]
 
 
 def choose_fds(opts: NamespaceOptions, taken: set[int], report: bool = True) -> Fds:
@@ -265,9 +261,7 @@ class Report:
         while self.fd >= 0:
             try:
                 chunk = os.read(self.fd, 65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
+            except OSError:  # BlockingIOError: all read
                 break
             if not chunk:
                 break
