@@ -140,9 +140,10 @@ class Isolation:
             except instance.TreeInUse as exc:
                 taken.append(str(exc))
         else:
-            # Only an explicit tree can be taken: the last candidate has
-            # this manager's PID in its name.
-            self.refused = f"{taken[0]}; {ENV_ROOT} must name a tree of this manager's own"
+            # Only an explicit tree is taken in practice: the last candidate
+            # has this manager's PID in its name.
+            self.refused = taken[0] + (f"; {ENV_ROOT} must name a tree of this manager's own" if explicit
+                                       else "; no tree of its own is free")
             self.log(f"services cannot start: {self.refused}")
             return None
         self.tree = tree
@@ -150,15 +151,25 @@ class Isolation:
             self.log(f"{'; '.join(taken)}: using {tree.path} instead")
         self.owned_tree = not explicit and os.path.basename(tree.path) != instance.SYSTEM_TREE
         if not explicit:
-            for gone in instance.sweep(os.path.dirname(tree.path), keep=tree.path):
-                self.log(f"removed {gone}, left behind by a manager that is gone")
+            self._tidy(tree)
+        if self.owned_tree:
+            atexit.register(self.cleanup_at_exit)
+        self._announce(tree)
+        return tree
+
+    def _tidy(self, tree: Tree) -> None:
+        """Stale trees beside ours go; what a predecessor left in ours is
+        said (see dynamod_isolation.instance)."""
+        for gone in instance.sweep(os.path.dirname(tree.path), keep=tree.path):
+            self.log(f"removed {gone}, left behind by a manager that is gone")
         if tree.populated(tree.path):
             # Ours by name: a predecessor's (dynamod-init restarted us, or the
             # last manager of this runtime directory was killed).
             self.log(f"{tree.path} has processes of a previous manager of this runtime directory "
                      "in it; each goes when its service is stopped")
-        if self.owned_tree:
-            atexit.register(self.cleanup_at_exit)
+
+    def _announce(self, tree: Tree) -> None:
+        """Once: where services go, how they get there, what cannot apply."""
         ctl = ", ".join(sorted(tree.controllers)) or "none"
         if self.join == "auto":
             cheap = "favordynmods" in cgroups.mount_options(tree.mount)
@@ -173,7 +184,6 @@ class Isolation:
                 f"these limits cannot be applied here: {', '.join(keys)} ({why}); "
                 "services start without them"
             )
-        return tree
 
     def _setup(self, tree: Tree, raise_in_use: bool = False) -> bool:
         """Claim the tree (the lock: this manager's alone) and enable its
