@@ -76,6 +76,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import itertools
 import os
 import select
 import shutil
@@ -277,6 +278,9 @@ PLUGIN_CONFIGS: list[tuple[str, dict]] = [
 ]
 
 
+_PLUGIN_TREES = itertools.count()
+
+
 def plugin_variants(cg: str | None, runtime_dir: str) -> Iterator[tuple[str, Spawner | None, str]]:
     """The wrapper chains dynamod-isolation really builds (its prepare hook,
     then Popen inside the contexts it asked for, ``around_fork``; for a user namespace also the manager's answer to the
@@ -293,7 +297,9 @@ def plugin_variants(cg: str | None, runtime_dir: str) -> Iterator[tuple[str, Spa
         for name, _ in PLUGIN_CONFIGS:
             yield f"plugin: {name}", None, "no writable cgroup2"
         return
-    iso = Isolation(root=os.path.join(cg, "plugin"), log=lambda m: None)
+    # A tree per call (per manager size): the plugin holds its tree's lock
+    # for the life of the process, and a second one would be refused it.
+    iso = Isolation(root=os.path.join(cg, f"plugin-{next(_PLUGIN_TREES)}"), log=lambda m: None)
 
     def spawner(sections: dict) -> Spawner:
         def once() -> tuple[float, float]:

@@ -2,8 +2,8 @@
 service, limits, statistics, whole-cgroup kill and removal.
 
 Layout: ``TREE/NAME.service`` for every service, where TREE is
-``/sys/fs/cgroup/dynamod`` for the system instance (see
-:func:`default_tree`). The ``.service`` suffix keeps a service called
+``/sys/fs/cgroup/dynamod`` for the system instance and a tree of its own for
+any other manager (:mod:`dynamod_isolation.instance`). The ``.service`` suffix keeps a service called
 ``memory`` or ``cgroup.procs`` from colliding with an interface file.
 Controllers are enabled in ``cgroup.subtree_control`` of TREE and of each of
 its ancestors, never in a service's own cgroup: that is a leaf holding
@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import signal
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -95,81 +93,6 @@ def pid_cgroup(pid: int | str) -> str | None:
     except OSError:
         return None
     return None
-
-
-def is_system_instance() -> bool:
-    """The manager started by dynamod-init: a child of PID 1, either on a
-    real boot (the initial PID namespace) or in a container that has a
-    cgroup namespace of its own. Anything else (a test, a demo, a container
-    sharing the host's cgroups, a per-user tree) gets a tree of its own, so
-    that two managers never share (and never kill) each other's cgroups."""
-    if os.getppid() != 1:
-        return False
-    try:
-        return (os.stat("/proc/self/ns/pid").st_ino == PROC_PID_INIT_INO
-                or os.stat("/proc/self/ns/cgroup").st_ino != PROC_CGROUP_INIT_INO)
-    except OSError:
-        return False
-
-
-INSTANCE_TREE = re.compile(r"dynamod-[0-9a-f]{12}")
-STALE_AFTER = 600.0  # seconds
-
-
-def default_tree(mount: str, runtime_dir: str) -> str:
-    """The system instance's ``dynamod``, or for any other manager a tree
-    named after its runtime directory and PID namespace, below its own
-    cgroup: unique among managers running at the same time (no two share a
-    runtime directory), and the same again for a manager that restarts and
-    adopts its predecessor's services (see dynamod.svmgr.adopt)."""
-    if is_system_instance():
-        return os.path.join(mount, "dynamod")
-    own = (pid_cgroup("self") or "/").lstrip("/")
-    parent = os.path.join(mount, own)
-    sweep_stale_trees(parent)
-    try:
-        pidns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        pidns = 0
-    try:
-        # The builtin module, not hashlib: that maps OpenSSL's libcrypto
-        # into the manager, about 4 MB, for one digest.
-        from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:  # renamed _sha2 in 3.12
-        try:
-            from _sha2 import sha256  # type: ignore[import-not-found,no-redef]
-        except ImportError:
-            from hashlib import sha256
-    key = sha256(f"{pidns}:{os.path.abspath(runtime_dir)}".encode()).hexdigest()[:12]
-    return os.path.join(parent, f"dynamod-{key}")
-
-
-def sweep_stale_trees(parent: str) -> None:
-    """Remove per-instance trees that managers killed without a chance to
-    clean up left behind: no process anywhere below, made more than ten
-    minutes ago. (rmdir refuses a cgroup with processes or children, so a
-    live manager's busy tree is never touched; an idle one it would simply
-    make again.)"""
-    try:
-        entries = list(os.scandir(parent))
-    except OSError:
-        return
-    now = time.time()
-    for e in entries:
-        if not INSTANCE_TREE.fullmatch(e.name) or not e.is_dir(follow_symlinks=False):
-            continue
-        try:
-            if now - e.stat().st_mtime < STALE_AFTER:
-                continue
-        except OSError:
-            continue
-        if read_keyed(os.path.join(e.path, "cgroup.events")).get("populated", 1) != 0:
-            continue
-        with contextlib.suppress(OSError):
-            for root, dirs, _files in os.walk(e.path, topdown=False):
-                for d in dirs:
-                    os.rmdir(os.path.join(root, d))
-            os.rmdir(e.path)
 
 
 def mount_of(path: str, mounts: list[str]) -> str | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamod.api import ServiceContext, SpawnSpec
-from dynamod_isolation import cgroups, wrappers
+from dynamod_isolation import cgroups, instance, nssetup, wrappers
 from dynamod_isolation.cgroups import Tree
 from dynamod_isolation.hop import Home
 from dynamod_isolation.options import (
@@ -54,6 +54,8 @@ class Running:
     pid: int | None = None
     netns_fd: int | None = None
     handshake: Handshake | None = None
+    report: nssetup.Report | None = None  # what the setup shell says
+    setup_error: str = ""  # a failure of the manager's part of the setup
     oom_watch: int | None = None
     oom_seen: int = 0
     unapplied: dict[str, str] = field(default_factory=dict)
@@ -77,6 +79,8 @@ class Isolation:
         self.tree_checked = False
         self.no_cgroups = ""  # why services run without cgroups
         self.owned_tree = False  # a per-instance tree, removed at exit
+        self.tree_lock = -1  # flock on the tree: no other manager takes it
+        self.refused = ""  # why services cannot start (the tree is another's)
         self.runtime_dir: str | None = None  # the manager's (from any service)
         self.running: dict[str, Running] = {}
         self.history: dict[str, History] = {}
@@ -97,8 +101,9 @@ class Isolation:
 
     # ------------------------------------------------------------ the tree
     def get_tree(self, runtime_dir: str | None = None) -> Tree | None:
-        """Find (once) the cgroup2 hierarchy and set up dynamod's tree
-        (``runtime_dir``: the manager's, which names a per-instance tree)."""
+        """Find (once) the cgroup2 hierarchy and claim this manager's tree in
+        it (``runtime_dir``: the manager's, which names it; see
+        :mod:`dynamod_isolation.instance`)."""
         if runtime_dir is not None:
             self.runtime_dir = runtime_dir
         runtime_dir = self.runtime_dir
@@ -113,10 +118,10 @@ class Isolation:
         mounts = cgroups.cgroup2_mounts()
         explicit = self.root or os.environ.get(ENV_ROOT)
         if explicit:
-            path = os.path.abspath(explicit)
-            mount = cgroups.mount_of(path, mounts)
+            paths = [os.path.abspath(explicit)]
+            mount = cgroups.mount_of(paths[0], mounts)
             if mount is None:
-                return self._without(f"{path} ({ENV_ROOT}) is not inside a cgroup2 file system")
+                return self._without(f"{paths[0]} ({ENV_ROOT}) is not inside a cgroup2 file system")
         else:
             mount = cgroups.preferred_mount(mounts)
             if mount is None:
@@ -124,14 +129,47 @@ class Isolation:
             if runtime_dir is None:
                 self.tree_checked = False  # decided by the first hook with a service
                 return None
-            path = cgroups.default_tree(mount, runtime_dir)
-            self.owned_tree = not cgroups.is_system_instance()
-        tree = Tree(mount, path)
-        if not self._setup(tree):
+            paths = instance.candidates(mount, runtime_dir)
+        taken: list[str] = []
+        for path in paths:
+            tree = Tree(mount, path)
+            try:
+                if self._setup(tree, raise_in_use=True):
+                    break
+                return None
+            except instance.TreeInUse as exc:
+                taken.append(str(exc))
+        else:
+            # Only an explicit tree is taken in practice: the last candidate
+            # has this manager's PID in its name.
+            self.refused = taken[0] + (f"; {ENV_ROOT} must name a tree of this manager's own" if explicit
+                                       else "; no tree of its own is free")
+            self.log(f"services cannot start: {self.refused}")
             return None
         self.tree = tree
+        if taken:
+            self.log(f"{'; '.join(taken)}: using {tree.path} instead")
+        self.owned_tree = not explicit and os.path.basename(tree.path) != instance.SYSTEM_TREE
+        if not explicit:
+            self._tidy(tree)
         if self.owned_tree:
             atexit.register(self.cleanup_at_exit)
+        self._announce(tree)
+        return tree
+
+    def _tidy(self, tree: Tree) -> None:
+        """Stale trees beside ours go; what a predecessor left in ours is
+        said (see dynamod_isolation.instance)."""
+        for gone in instance.sweep(os.path.dirname(tree.path), keep=tree.path):
+            self.log(f"removed {gone}, left behind by a manager that is gone")
+        if tree.populated(tree.path):
+            # Ours by name: a predecessor's (dynamod-init restarted us, or the
+            # last manager of this runtime directory was killed).
+            self.log(f"{tree.path} has processes of a previous manager of this runtime directory "
+                     "in it; each goes when its service is stopped")
+
+    def _announce(self, tree: Tree) -> None:
+        """Once: where services go, how they get there, what cannot apply."""
         ctl = ", ".join(sorted(tree.controllers)) or "none"
         if self.join == "auto":
             cheap = "favordynmods" in cgroups.mount_options(tree.mount)
@@ -146,11 +184,21 @@ class Isolation:
                 f"these limits cannot be applied here: {', '.join(keys)} ({why}); "
                 "services start without them"
             )
-        return tree
 
-    def _setup(self, tree: Tree) -> bool:
+    def _setup(self, tree: Tree, raise_in_use: bool = False) -> bool:
+        """Claim the tree (the lock: this manager's alone) and enable its
+        controllers."""
+        if self.tree_lock >= 0:
+            instance.release(self.tree_lock)
+            self.tree_lock = -1
         try:
+            self.tree_lock = instance.claim(tree.path)
             tree.setup()
+        except instance.TreeInUse as exc:
+            if raise_in_use:
+                raise
+            self._without(str(exc))
+            return False
         except OSError as exc:
             self._without(f"cannot create {tree.path}: {exc.strerror or exc}")
             return False
@@ -196,6 +244,8 @@ class Isolation:
                       spec: SpawnSpec) -> list[str]:
         hist = self.history.setdefault(service.name, History())
         tree = self.get_tree(service.runtime_dir)
+        if tree is None and self.refused:
+            raise RuntimeError(self.refused)
         if tree is None:
             if values:
                 run.unapplied = {k: self.no_cgroups for k in values}
@@ -255,6 +305,14 @@ class Isolation:
         chain += wrappers.unshare(ns.namespaces)
         host_ids = _setpriv_ids(spec.wrapper)
         keep_pwd = "PWD" in spec.env
+        directory = os.path.join(service.runtime_dir, "isolation")
+        setup = bool(ns.hostname or ns.mount_setup)
+        fds = nssetup.choose_fds(ns, nssetup.taken_fds(spec.env, spec.pass_fds), report=setup)
+        opener = ""
+        if fds.report is not None:
+            run.report = nssetup.Report(directory, service.name)
+            run.report.hidden = {fd: d for d, fd in fds.tmp.items()}
+            opener = run.report.opener(fds.report)
         if "user" in ns.namespaces:
             # Inside, the chain becomes root first, then [service.user] if set.
             uid, gid = host_ids or (0, 0)
@@ -265,16 +323,20 @@ class Isolation:
                         raise RuntimeError(
                             f"user namespace: {what}-map does not map {what} {inner} ({why})"
                         )
-            directory = os.path.join(service.runtime_dir, "isolation")
             run.handshake = Handshake(directory, service.name, ns.uid_map, ns.gid_map)
             # Become the namespace's root before anything else: until then
             # the process's ids are unmapped there, and mount(8) takes an
             # unmapped (overflow) uid for an ordinary user and refuses.
-            chain += wrappers.setup_step(wrappers.exec_after(run.handshake.script(), keep_pwd))
+            # This shell is still the host's root: it opens the report,
+            # which the later ones (the namespace's root) could not.
+            script = "\n".join(filter(None, [opener, run.handshake.script()]))
+            chain += wrappers.setup_step(wrappers.exec_after(script, keep_pwd))
             chain += wrappers.become_root()
-        if ns.hostname or ns.mount_setup:
-            mounts = wrappers.mount_points() if ns.protect_system != "no" or ns.bind_mounts else []
-            script = wrappers.setup_script(ns, mounts=mounts, unset_pwd=not keep_pwd)
+            opener = ""
+        if setup:
+            mounts = nssetup.mount_points() if ns.protect_system != "no" or ns.bind_mounts else []
+            script = nssetup.setup_script(ns, mounts=mounts, unset_pwd=not keep_pwd, fds=fds,
+                                          prologue=opener)
             chain += wrappers.setup_step(script)
         return chain
 
@@ -283,8 +345,15 @@ class Isolation:
         if run is None:
             return
         run.pid = pid
+        if run.report is not None:
+            run.report.start()
         if run.handshake is not None:
-            run.handshake.start(pid, service.log)
+
+            def handshake_failed(why: str) -> None:
+                run.setup_error = why
+                service.log(why)
+
+            run.handshake.start(pid, handshake_failed)
         if run.cgroup is not None and self.tree is not None:
             self._watch_oom(service, run)
 
@@ -323,13 +392,20 @@ class Isolation:
         return True
 
     def exit_reason(self, service: ServiceContext, status: int | None) -> str | None:
-        """``oom-killed`` when the main process's exit came with an OOM kill
-        in its cgroup (checked synchronously: the kernel counts ``oom_kill``
-        before the victim is gone). For a host hook that lets a plugin name
-        the reason of an exit before the state change is committed (not in
-        the host yet; see docs/isolation.md, "OOM kills")."""
+        """Why the main process exited, when the plugin knows better than its
+        wait status: the setup inside its namespaces failed (a bind mount,
+        say; the setup shell told us which step and mount's own words), or
+        the kernel's OOM killer took it (checked synchronously: the kernel
+        counts ``oom_kill`` before the victim is gone)."""
         run = self.running.get(service.name)
-        if run is None or status is None or not self.check_oom(service, run, live=False):
+        if run is None or status is None:
+            return None
+        if status != 0 and (run.setup_error or run.report is not None):
+            why = run.setup_error or (run.report.reason() if run.report is not None else None)
+            if why:
+                service.log(f"namespace setup failed: {why}")
+                return f"namespace setup failed: {why}"
+        if not self.check_oom(service, run, live=False):
             return None
         return "oom-killed"
 
@@ -399,8 +475,12 @@ class Isolation:
             self._remove_later(service.name, run.cgroup, 0)
 
     def _kill_cgroup(self, tree: Tree, cgroup: str) -> bool:
-        """Tree.kill, but never of the manager with a service: after a
-        failed way home it may still be in that cgroup."""
+        """Tree.kill, but only of a service cgroup of this manager's own
+        tree, and never of the manager with it: after a failed way home it
+        may still be in that cgroup."""
+        if os.path.dirname(cgroup) != tree.path:
+            self.log(f"not killing {cgroup}: not a service cgroup of {tree.path}")
+            return False
         if self._home is not None and not self._home.usable():
             self._home.leave(cgroup)
         return tree.kill(cgroup)
@@ -416,6 +496,9 @@ class Isolation:
         if run.handshake is not None:
             run.handshake.close()
             run.handshake = None
+        if run.report is not None:
+            run.report.close()
+            run.report = None
 
     def _remove_later(self, name: str, path: str, attempt: int) -> None:
         self.removals.pop(name, None)

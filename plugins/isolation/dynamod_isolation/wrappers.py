@@ -22,7 +22,8 @@ exec step that does its part and execs the rest. In order:
    user), and a later switch to ``[service.user]`` then drops every
    capability as it should.
 5. ``sh -c SETUP`` inside the namespaces: the hostname, a private /tmp,
-   bind mounts, read-only remounts.
+   bind mounts, read-only remounts (dynamod_isolation.nssetup, which also
+   reports a failed step to the manager).
 6. ``env NAME=VALUE ...`` — only when the environment has names a shell
    cannot carry (dash drops them).
 
@@ -36,18 +37,9 @@ failed.
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
 import shutil
 from collections.abc import Iterable
-
-from dynamod_isolation.cgroups import unescape_mount_path
-from dynamod_isolation.options import (
-    FULL_READ_ONLY,
-    STRICT_WRITABLE,
-    NamespaceOptions,
-)
 
 SH = "/bin/sh"
 ARG0 = "dynamod-isolation"
@@ -64,7 +56,6 @@ UNSHARE_FLAGS = {
     "user": ["--user", "--keep-caps"],
     "pid": ["--pid", "--fork", "--kill-child", "--mount-proc"],
 }
-TMP_DIRS = ("/tmp", "/var/tmp")
 
 
 class ToolMissing(Exception):
@@ -110,111 +101,9 @@ def env_fixup(env: dict[str, str]) -> list[str]:
     return [tool("env"), *odd] if odd else []
 
 
-# ---------------------------------------------------------------- mounts
-
-
-def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
-    """``(mount point, per-mount options)`` of every mount, as the manager
-    sees them: the new mount namespace starts as a copy of the manager's."""
-    out: list[tuple[str, str]] = []
-    with open(mountinfo, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 5:
-                out.append((unescape_mount_path(parts[4]), parts[5]))
-    return out
-
-
-def _under(path: str, roots: Iterable[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def _ro_flags(options: str) -> str:
-    """Per-mount flags with ``ro`` instead of ``rw``. Passed explicitly: in
-    a user namespace flags such as nosuid/nodev are locked, and a
-    (re)mount that would drop them is refused."""
-    return ",".join(["ro", *(o for o in options.split(",") if o not in ("rw", "ro"))])
-
-
-def _options_of(path: str, mounts: list[tuple[str, str]]) -> str:
-    """The per-mount options of the mount ``path`` is on."""
-    best, opts = "", "rw"
-    for point, options in mounts:
-        if _under(path, [point]) and len(point) >= len(best):
-            best, opts = point, options
-    return opts
-
-
 def exec_after(script: str, keep_pwd: bool) -> str:
     """A shell script that runs ``script`` and then execs the rest."""
     return script + ("\n" if keep_pwd else "\nunset PWD\n") + 'exec "$@"'
-
-
-def setup_script(opts: NamespaceOptions, *, mounts: list[tuple[str, str]] | None = None,
-                 unset_pwd: bool = True) -> str:
-    """Step 5: what runs inside the new namespaces before the service.
-    ``mounts`` is the manager's mount table (:func:`mount_points`)."""
-    mounts = mounts or []
-    mount = shlex.quote(tool("mount")) if opts.mount_setup else "mount"
-    q = shlex.quote
-
-    def bind_ro(source: str, target: str) -> str:
-        # One exec for both steps: with "ro", mount(8) binds and then
-        # remounts the new mount read-only (with the source's other flags).
-        flags = _ro_flags(_options_of(source, mounts))
-        return f"{mount} --rbind -o {flags} {q(source)} {q(target)}"
-
-    lines: list[str] = []
-    if opts.hostname and "user" in opts.namespaces:
-        # In a user namespace /proc/sys/kernel/hostname belongs to the
-        # host's root (unmapped there): sethostname(2) through hostname(1),
-        # which checks the capability the namespace's root does have.
-        lines.append(f"{q(tool('hostname'))} {q(opts.hostname)}")
-    elif opts.hostname:
-        # Writing it sets the name of the writer's UTS namespace: no exec.
-        lines.append(f"echo {q(opts.hostname)} > /proc/sys/kernel/hostname")
-    if opts.private_tmp:
-        for d in TMP_DIRS:
-            if os.path.isdir(d):
-                lines.append(f"{mount} -t tmpfs -o mode=1777,nosuid,nodev tmpfs {q(d)}")
-    # Bind mounts before the read-only remounts: a bind copies the flags of
-    # its source mount, so a writable one made after "/" went read-only
-    # would be read-only too.
-    points = {point for point, _ in mounts}
-    writable = list(opts.writable_paths)
-    if opts.protect_system == "strict":
-        # /run on the root file system (no mount of its own) would go
-        # read-only with "/": make each its own mount point first.
-        writable += [p for p in STRICT_WRITABLE if p not in points]
-    for p in writable:
-        if os.path.exists(p):
-            lines.append(f"{mount} --rbind {q(p)} {q(p)}")
-    for b in opts.bind_mounts:
-        if b.writable:
-            lines.append(f"{mount} --rbind {q(b.source)} {q(b.target)}")
-        else:
-            lines.append(bind_ro(b.source, b.target))
-    if opts.protect_system == "full":
-        for d in FULL_READ_ONLY:
-            if os.path.isdir(d) and not _under(d, opts.writable_paths):
-                # Bound onto itself to become a mount point of its own
-                # (recursively: what is mounted below, an earlier bind mount
-                # included, stays as it is) and made read-only.
-                lines.append(bind_ro(d, d))
-    elif opts.protect_system == "strict":
-        keep = [*STRICT_WRITABLE, *opts.writable_paths, *(b.target for b in opts.bind_mounts)]
-        if opts.private_tmp:
-            keep += TMP_DIRS
-        seen: set[str] = set()
-        for point, options in mounts:
-            if point in seen or _under(point, keep) or "ro" in options.split(","):
-                continue
-            seen.add(point)
-            lines.append(f"{mount} -o remount,bind,{_ro_flags(options)} {q(point)}")
-    if unset_pwd:  # see join_cgroup
-        lines.append("unset PWD")
-    lines.append('exec "$@"')
-    return "\n".join(lines)
 
 
 def setup_step(script: str) -> list[str]:

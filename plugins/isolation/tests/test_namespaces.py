@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -327,6 +329,110 @@ def test_bind_mounts(tree: ConfigTree, svmgr: Callable[..., Svmgr], shared_dir: 
     assert "Read-only file system" in (d / "ro").read_text()
     assert (src_rw / "data").read_text() == "written\n"  # written through to the source
     assert not (tgt_ro / "config").exists()  # the host's own view is unchanged
+
+
+def _tmp_source(parent: str, made: list[Path]) -> Path:
+    path = Path(parent) / f"dynamod-iso-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    path.chmod(0o777)  # a user namespace's root is nobody on the host
+    made.append(path)
+    return path
+
+
+@pytest.fixture
+def tmp_sources() -> Iterator[Callable[[str], Path]]:
+    """Directories under the host's /tmp or /var/tmp: what a private /tmp
+    hides from the service."""
+    made: list[Path] = []
+    yield lambda parent: _tmp_source(parent, made)
+    for p in made:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+@pytest.mark.parametrize("more", ["", 'enable = ["user", "pid"]\nprotect-system = "strict"'],
+                         ids=["plain", "user-pid-strict"])
+def test_bind_mount_sources_under_a_private_tmp(tree: ConfigTree, svmgr: Callable[..., Svmgr],
+                                                shared_dir: Path, host_dir: Callable[[str], Path],
+                                                tmp_sources: Callable[[str], Path], more: str) -> None:
+    """private-tmp hides the host's /tmp and /var/tmp, and still a bind
+    mount from under them works: a writable one from /var/tmp, a read-only
+    one from /tmp, and one from /var/tmp onto a target inside the private
+    /tmp (created there), while the host's /tmp stays hidden."""
+    d = shared_dir
+    cache, conf, spool = tmp_sources("/var/tmp"), tmp_sources("/tmp"), tmp_sources("/var/tmp")
+    (conf / "config").write_text("from the host's /tmp\n")
+    (spool / "job").write_text("queued\n")
+    marker = conf.parent / f"dynamod-host-{uuid.uuid4().hex[:8]}"
+    marker.write_text("host")
+    cache_at, conf_at = host_dir("/var/lib"), host_dir("/var/lib")
+    for p in (cache_at, conf_at):
+        p.chmod(0o777)
+    try:
+        service(tree, "tmpbind", (
+            f"echo written > {cache_at}/data && echo ok > {d}/rw; cat {conf_at}/config > {d}/seen; "
+            f"touch {conf_at}/new 2> {d}/ro; cat /tmp/spool/job > {d}/spool; "
+            f"ls /tmp > {d}/tmp; echo done > {d}/done"
+        ), (
+            f"private-tmp = true\n{more}\n"
+            f'bind-mounts = [{{ source = "{cache}", target = "{cache_at}", writable = true }}, '
+            f'{{ source = "{conf}", target = "{conf_at}" }}, '
+            f'{{ source = "{spool}", target = "/tmp/spool" }}]'
+        ))
+        mgr = svmgr()
+        mgr.wait_state("tmpbind", "running")
+        wait_file(mgr, d / "done")
+        assert (d / "rw").read_text().strip() == "ok"
+        assert (cache / "data").read_text() == "written\n"  # through to the host's /var/tmp
+        assert (d / "seen").read_text() == "from the host's /tmp\n"
+        assert "Read-only file system" in (d / "ro").read_text()
+        assert (d / "spool").read_text() == "queued\n"
+        assert (d / "tmp").read_text().split() == ["spool"]  # its /tmp is its own
+        assert mgr.status("tmpbind")["state"] == "running"
+        assert not Path("/tmp/spool").exists()
+    finally:
+        marker.unlink()
+
+
+def test_setup_leaves_the_services_descriptors_alone(tree: ConfigTree, svmgr: Callable[..., Svmgr],
+                                                      shared_dir: Path, host_dir: Callable[[str], Path],
+                                                      tmp_sources: Callable[[str], Path]) -> None:
+    """The setup shell's descriptors (its report, the hidden tmp
+    directories) are digits the service is not given: a readiness pipe on
+    fd 9 still works, and none of the setup's is left open in the service."""
+    d = shared_dir
+    src, at = tmp_sources("/var/tmp"), host_dir("/var/lib")
+    service(tree, "fds", f"ls /proc/$$/fd > {d}/fds; echo ready >&9",
+            f'private-tmp = true\nbind-mounts = [{{ source = "{src}", target = "{at}" }}]',
+            extra='[readiness]\ntype = "fd"\nfd = 9\n')
+    mgr = svmgr()
+    mgr.wait_state("fds", "running")
+    fds = sorted(int(x) for x in wait_file(mgr, d / "fds").split())
+    assert 9 in fds and not set(fds) & {3, 4, 5, 6, 7, 8}, fds
+
+
+def test_a_failed_namespace_setup_says_what_failed(tree: ConfigTree, svmgr: Callable[..., Svmgr],
+                                                   host_dir: Callable[[str], Path]) -> None:
+    """A bind mount that cannot be made fails the start with the step and
+    mount's own words in status (and dynamodctl status), not an exit code."""
+    missing = f"/var/tmp/dynamod-missing-{uuid.uuid4().hex[:8]}"
+    at = host_dir("/var/lib")
+    nowhere = f"/var/lib/dynamod-nowhere-{uuid.uuid4().hex[:8]}"
+    once = '[restart]\npolicy = "temporary"\n'
+    service(tree, "nosrc", "true", f'private-tmp = true\nbind-mounts = [{{ source = "{missing}", target = "{at}" }}]',
+            extra=once)
+    service(tree, "notgt", "true", f'bind-mounts = [{{ source = "{at}", target = "{nowhere}", writable = true }}]',
+            extra=once)
+    mgr = svmgr()
+    reason = mgr.wait_state("nosrc", "failed")["reason"]
+    assert reason.startswith(f"namespace setup failed: bind mount {missing} on {at}: "), reason
+    assert f"special device {missing} does not exist" in reason
+    reason = mgr.wait_state("notgt", "failed")["reason"]
+    assert reason.startswith(f"namespace setup failed: bind mount {at} on {nowhere}: "), reason
+    assert "mount point does not exist" in reason
+    out = subprocess.run([sys.executable, "-m", "dynamod.ctl.main", "--socket", mgr.socket, "status", "nosrc"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert f"namespace setup failed: bind mount {missing} on {at}: special device" in out, out
+    assert any("namespace setup failed: bind mount" in line for line in mgr.logs("nosrc"))
 
 
 def test_reference_postgresql_like_namespace(tree: ConfigTree, svmgr: Callable[..., Svmgr],

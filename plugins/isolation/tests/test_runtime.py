@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dynamod_isolation import wrappers
+from dynamod_isolation import nssetup, wrappers
 from dynamod_isolation.cgroups import Tree, unescape_mount_path
 from dynamod_isolation.options import parse_cgroup, parse_namespace
 from dynamod_isolation.runtime import Isolation, Running
@@ -164,7 +164,7 @@ def test_mount_paths_are_quoted(tmp_path: Path) -> None:
     target.mkdir()
     opts, problems = parse_namespace({"bind-mounts": [{"source": str(odd), "target": str(target)}]})
     assert problems == []
-    script = wrappers.setup_script(opts, mounts=wrappers.mount_points())
+    script = nssetup.setup_script(opts, mounts=nssetup.mount_points())
     assert shlex.quote(str(odd)) in script
     if os.geteuid() != 0:
         return
@@ -186,7 +186,7 @@ def test_strict_leaves_dev_proc_sys_run_writable() -> None:
     opts, _ = parse_namespace({"protect-system": "strict", "writable-paths": ["/var/lib/x"]})
     mounts = [("/", "rw,relatime"), ("/proc", "rw,nosuid"), ("/sys/fs/cgroup", "rw"), ("/home", "rw,nodev"),
               ("/boot", "ro,relatime"), ("/var/lib/x", "rw")]
-    script = wrappers.setup_script(opts, mounts=mounts)
+    script = nssetup.setup_script(opts, mounts=mounts)
     assert "--rbind /run /run" in script  # not a mount point here: made one
     assert "remount,bind,ro,relatime /\n" in script + "\n"
     assert "remount,bind,ro,nodev /home" in script
@@ -195,8 +195,8 @@ def test_strict_leaves_dev_proc_sys_run_writable() -> None:
 
 
 def test_exit_reason_names_an_oom_kill(tmp_path: Path) -> None:
-    """Ready for a host hook that asks plugins for an exit's reason before
-    the state change (see docs/isolation.md, "OOM kills")."""
+    """The dynamod_service_exit_reason hook: asked before the state change
+    (see docs/isolation.md, "OOM kills")."""
     iso, tree, _ = fake_tree(tmp_path, {"memory"})
     svc = FakeService("hog", str(tmp_path))
     path = tree.create("hog")
@@ -235,3 +235,57 @@ def test_auto_hops_only_on_a_favordynmods_mount(tmp_path: Path) -> None:
     assert "favordynmods" in mount_options("/sys/fs/cgroup", str(mounts))
     assert "favordynmods" not in mount_options("/sys/fs/cgroup/unified", str(mounts))
     assert mount_options("/run", str(mounts)) == set()  # not cgroup2
+
+
+# ------------------------------------------------------- the setup report
+
+
+def run_setup(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [wrappers.tool("unshare"), "--mount", "--propagation", "private", "--", *wrappers.setup_step(script),
+         *argv], capture_output=True, text=True, timeout=30,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
+def test_the_report_names_the_failed_step_and_mounts_words(tmp_path: Path) -> None:
+    missing = f"/var/tmp/dynamod-missing-{os.getpid()}"
+    opts, _ = parse_namespace({"private-tmp": True, "bind-mounts": [{"source": missing, "target": str(tmp_path)}]})
+    fds = nssetup.choose_fds(opts, set())
+    assert fds.report == 9 and fds.tmp == {"/var/tmp": 8}
+    report = nssetup.Report(str(tmp_path / "iso"), "svc")
+    report.hidden = {fd: d for d, fd in fds.tmp.items()}
+    script = nssetup.setup_script(opts, mounts=nssetup.mount_points(), fds=fds, prologue=report.opener(9))
+    assert run_setup(script, "/bin/true").returncode == 1
+    assert report.reason() == (f"bind mount {missing} on {tmp_path}: special device {missing} does not exist.")
+    report.close()
+    assert not os.path.exists(report.path)
+
+    good = nssetup.Report(str(tmp_path / "iso"), "svc")
+    opts, _ = parse_namespace({"private-tmp": True})
+    script = nssetup.setup_script(opts, fds=nssetup.choose_fds(opts, set()), prologue=good.opener(9))
+    out = run_setup(script, "/bin/sh", "-c", "ls /proc/$$/fd; exit 3")
+    assert out.returncode == 3 and out.stdout.split() == ["0", "1", "2"], out  # nothing of the setup's left
+    assert good.reason() is None  # the setup finished: the exit was the service's own
+    assert good.fd == -1  # let go at "@ok"
+    good.close()
+
+    never = nssetup.Report(str(tmp_path / "iso"), "never")
+    assert never.reason() == "it exited before the setup inside its namespaces ran (see its log)"
+    never.close()
+
+
+def test_setup_descriptors_avoid_the_services_own() -> None:
+    opts, _ = parse_namespace({"private-tmp": True, "bind-mounts": [
+        {"source": "/tmp/a", "target": "/srv/a"}, {"source": "/var/tmp/b", "target": "/srv/b"}]})
+    taken = nssetup.taken_fds({"DYNAMOD_READY_FD": "9", "LISTEN_FDS": "2"}, [7])
+    assert taken == {3, 4, 7, 9}
+    fds = nssetup.choose_fds(opts, taken)
+    assert fds.report == 8 and fds.tmp == {"/tmp": 6, "/var/tmp": 5}
+    script = nssetup.setup_script(opts, fds=fds)
+    assert "exec 6</tmp 5</var/tmp" in script and "/proc/self/fd/6/a" in script and "exec 8>&- 6>&- 5>&-" in script
+    # No digit left: no report, sources by their paths (what mount then says is the log's).
+    none = nssetup.choose_fds(opts, set(range(3, 10)))
+    assert none.report is None and none.tmp == {}
+    script = nssetup.setup_script(opts, fds=none)
+    assert "2>&" not in script and "/proc/self/fd" not in script and "--rbind -o" in script
