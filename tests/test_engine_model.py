@@ -118,6 +118,9 @@ class World:
         elif isinstance(eff, fx.ArmJobTimer):
             self.seq += 1
             self.timers.append((e.clock.now() + eff.delay, self.seq, ("job", eff.job, eff.token)))
+        elif isinstance(eff, fx.ArmJobConfirm):
+            self.seq += 1
+            self.timers.append((e.clock.now() + eff.delay, self.seq, ("confirm", eff.job_id, 0)))
 
     def exit(self, pid: int, status: int) -> None:
         pr = self.procs[pid]
@@ -133,6 +136,8 @@ class World:
         clock.t = max(clock.t, at)  # type: ignore[attr-defined]
         if what[0] == "svc":
             self.engine.on_timer(what[1], what[2])
+        elif what[0] == "confirm":
+            self.engine.on_job_confirm(what[1])
         else:
             self.engine.on_restart_job_timer(what[1], what[2])
         return True

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 ENV = {
-    "DYNAMOD_HEARTBEAT_INTERVAL": "0.3",
+    "DYNAMOD_HEARTBEAT_INTERVAL": "2",
     "DYNAMOD_BACKOFF_MIN": "0.1",
     "DYNAMOD_BACKOFF_MAX": "0.2",
     "DYNAMOD_STABLE_AFTER": "600",

@@ -77,6 +77,14 @@ class ArmJobTimer:
 
 
 @dataclass(slots=True)
+class ArmJobConfirm:
+    """Call ``Engine.on_job_confirm(job_id)`` after ``delay`` seconds."""
+
+    job_id: int
+    delay: float
+
+
+@dataclass(slots=True)
 class ReadPidFile:
     """A forking service's start process exited 0: read its pid file and
     report PidFile(pid or error)."""
@@ -129,6 +137,6 @@ class Forget:
 
 
 Effect = (
-    Spawn | AwaitReady | CancelReady | Teardown | Kill | ArmTimer | ArmJobTimer | ReadPidFile | WatchPid
+    Spawn | AwaitReady | CancelReady | Teardown | Kill | ArmTimer | ArmJobTimer | ArmJobConfirm | ReadPidFile | WatchPid
     | RunStopExec | Started | Stopped | Forget
 )

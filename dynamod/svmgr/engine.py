@@ -67,6 +67,12 @@ class OperationFailed(Exception):
 # (service, old state, new state, reason, wall time)
 Change = tuple[str, str, str, str, float]
 
+# A start job of a service with no readiness to wait for (readiness
+# ``none``) ends ``done`` only if the service is still up this long after it
+# started: a program that exits at once fails its job instead of reporting
+# "started".
+START_CONFIRM = 0.02
+
 
 class Engine(Supervision):
     def __init__(
@@ -93,6 +99,7 @@ class Engine(Supervision):
         self._next_token = 1
         self._queue: deque[tuple[Callable[..., None], tuple[Any, ...], Job | None]] = deque()
         self._draining = False
+        self._ending: list[Job] = []
         self._cause: Job | None = None
         # Output of a drain, taken by the manager (take()).
         self.effects: list[fx.Effect] = []
@@ -128,6 +135,8 @@ class Engine(Supervision):
                     self.log(traceback.format_exc().rstrip())
                 finally:
                     self._cause = None
+                if not self._queue and self._ending:
+                    self._finish_jobs()
         finally:
             self._draining = False
 
@@ -257,20 +266,45 @@ class Engine(Supervision):
         return True
 
     def _end_job(self, job: Job, result: str, reason: str = "") -> None:
-        if job.ended:
+        if job.ended or job.ending:
             return
-        job.ended = True
+        job.ending = True
         job.result, job.reason = result, reason
-        self.jobs.pop(job.id, None)
+        self._ending.append(job)
+        if not self._draining:
+            self._finish_jobs()
+
+    def _finish_jobs(self) -> None:
+        ending, self._ending = self._ending, []
+        for job in ending:
+            job.ended = True
+            self.jobs.pop(job.id, None)
+            s = self.services.get(job.unit)
+            if s is not None and s.job is job:
+                s.job = None
+            self.job_events.append(("removed", job))
+
+    def on_job_confirm(self, job_id: int) -> None:
+        self.post(self._e_job_confirm, job_id)
+
+    def _e_job_confirm(self, job_id: int) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.ending or not job.confirming:
+            return
         s = self.services.get(job.unit)
-        if s is not None and s.job is job:
-            s.job = None
-        self.job_events.append(("removed", job))
+        if s is not None and s.state in st.UP:
+            self._end_job(job, jobs.DONE)
 
     def _check_job(self, s: Service, old: str, new: str) -> None:
         """Whether this transition ends the job on ``s``."""
         job = s.job
         assert job is not None
+        if job.ending:
+            return
+        if job.confirming:
+            if new not in st.UP:
+                self._end_job(job, jobs.FAILED, s.reason or f"{new} right after it started")
+            return
         if job.kind == "stop":
             if new in st.DOWN:
                 self._end_job(job, jobs.DONE)
@@ -281,7 +315,11 @@ class Engine(Supervision):
             elif new not in (st.FAILED, st.BLOCKED):
                 return
         if new in st.UP:
-            self._end_job(job, jobs.DONE)
+            if new == st.RUNNING and s.cfg.readiness.type == "none" and old != st.RUNNING:
+                job.confirming = True
+                self.effects.append(fx.ArmJobConfirm(job.id, START_CONFIRM))
+            else:
+                self._end_job(job, jobs.DONE)
         elif new == st.FAILED:
             self._end_job(job, jobs.TIMEOUT if s.fail_kind == "timeout" else jobs.FAILED, s.reason)
         elif new == st.BLOCKED:
@@ -302,7 +340,7 @@ class Engine(Supervision):
         if job is not None and not job.ended and job.unit != s.name:
             job.effects.append((s.name, new, reason))
             s.cause = job
-        if new in st.UP or new in st.DOWN:
+        if new in st.UP or (new in st.DOWN and not s.resume):
             s.cause = None
 
     def _t_request(self, job: Job) -> None:

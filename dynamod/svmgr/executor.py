@@ -54,6 +54,7 @@ class Executor:
             fx.Spawn: self._spawn, fx.AwaitReady: self._await_ready,
             fx.CancelReady: self._cancel_ready, fx.Teardown: self._teardown,
             fx.Kill: self._kill, fx.ArmTimer: self._arm, fx.ArmJobTimer: self._arm_job,
+            fx.ArmJobConfirm: self._arm_job_confirm,
             fx.ReadPidFile: self._read_pid_file, fx.WatchPid: self._watch_pid,
             fx.RunStopExec: self._run_stop_exec, fx.Started: self._started,
             fx.Stopped: self._stopped, fx.Forget: self._forget,
@@ -219,6 +220,9 @@ class Executor:
 
     def _arm_job(self, e: fx.ArmJobTimer) -> None:
         self.loop.call_later(e.delay, self._post, self.engine.on_restart_job_timer, e.job, e.token)
+
+    def _arm_job_confirm(self, e: fx.ArmJobConfirm) -> None:
+        self.loop.call_later(e.delay, self._post, self.engine.on_job_confirm, e.job_id)
 
     # -------------------------------------------------------------- forking
     def _read_pid_file(self, e: fx.ReadPidFile) -> None:

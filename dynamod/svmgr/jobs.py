@@ -28,7 +28,8 @@ MODES = ("replace", "fail")
 
 
 class Job:
-    __slots__ = ("effects", "ended", "id", "mode", "reason", "result", "seen_down", "type", "unit")
+    __slots__ = ("confirming", "effects", "ended", "ending", "id", "mode", "reason", "result",
+                 "seen_down", "type", "unit")
 
     def __init__(self, job_id: int, unit: str, jtype: str, mode: str) -> None:
         self.id = job_id
@@ -38,6 +39,12 @@ class Job:
         self.result: str | None = None
         self.reason = ""
         self.ended = False
+        # Decided, published once the engine pass that decided it is over
+        # (so that what the same pass did to other services is in effects).
+        self.ending = False
+        # Up with no readiness to wait for: done unless it dies within a
+        # moment (START_CONFIRM).
+        self.confirming = False
         # restart: the unit has been down since the job began
         self.seen_down = False
         # (service, state, reason) of other services, in order
