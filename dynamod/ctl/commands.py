@@ -1,11 +1,11 @@
-"""What each daemon-facing command does, shared by both front ends.
+"""What each daemon-facing command does.
 
-The fast path (:mod:`dynamod.ctl.fast`) and the typer app
-(:mod:`dynamod.ctl.app`) only parse the command line and then call these
-functions, so both produce the same bytes and the same exit code. Every
-function writes its output to stdout, reports failures as ``dynamodctl: ...``
-lines on stderr, and returns the exit code. Imports are kept to what the hot
-commands need (``json`` only with ``--json``).
+The command table (:mod:`dynamod.ctl.verbs`) parses the command line and
+calls these functions; plugin commands reach the daemon through
+:func:`connect` too. Every function writes its output to stdout, reports
+failures as ``dynamodctl: ...`` lines on stderr, and returns the exit code.
+Imports are kept to what the hot commands need (``json`` only with
+``--json``).
 """
 
 from __future__ import annotations
@@ -244,11 +244,4 @@ def shutdown(socket: str | None, kind: str) -> int:
     with connect(socket, timeout=None) as conn:
         body = conn.request("Shutdown", "Ack", {"kind": kind})
     out(f"{body.get('message') or kind + ' requested'}\n")
-    return OK
-
-
-def version() -> int:
-    from dynamod import __version__
-
-    out(f"dynamodctl {__version__}\n")
     return OK

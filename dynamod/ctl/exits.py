@@ -21,8 +21,8 @@ FROM_REMOTE = {
     "failed": FAILED,
 }
 
+# The end of `dynamodctl --help`, printed as it is (indented).
 EPILOG = """\
-\b
 Exit codes:
   0  success
   1  the operation failed (a service failed to start, reload found errors, ...)
