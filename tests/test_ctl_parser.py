@@ -164,7 +164,10 @@ def test_a_new_command_is_parsed_helped_and_completed(
 
     assert ("show", "Show properties.") in complete(["sh"])
     assert complete(["show", "--job-mode", "r"]) == [("replace", "")]
-    assert complete(["show", "--job-mode="]) == [("--job-mode=replace", ""), ("--job-mode=fail", "")]
+    assert complete(["show", "--job-mode="]) == [
+        ("--job-mode=replace", ""),
+        ("--job-mode=fail", ""),
+    ]
     assert [w for w, _ in complete(["show", "--no"])] == ["--no-block"]
 
 

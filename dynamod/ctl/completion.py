@@ -282,6 +282,7 @@ FISH = r"""# fish completion for dynamodctl (printed by `dynamodctl completion f
 function __dynamodctl_complete
     set -l words (commandline -opc)
     set -l cur (commandline -ct)
+    command -q $words[1]; or return
     set -l out (command $words[1] __complete fish -- $words[2..-1] "$cur" 2>/dev/null)
     switch "$out[1]"
         case :files :dirs
