@@ -39,16 +39,28 @@ class UsageError(Exception):
         self.command = command
 
 
-class Opt:
+class Param:
+    """What options and arguments share: help, the allowed values, what
+    shell completion offers (``"files"``, ``"dirs"``, ``"services"``,
+    ``"services:up"``, ``"services:down"``; choices complete by
+    themselves) and the keyword the command's function gets."""
+
+    __slots__ = ("choices", "complete", "dest", "help")
+
+    def __init__(self, help: str, choices: Sequence[str], complete: str | None, dest: str) -> None:
+        self.help = help
+        self.choices = tuple(choices)
+        self.complete = complete
+        self.dest = dest
+
+
+class Opt(Param):
     """An option. Without ``metavar`` it is a flag (True when given);
     with one it takes a value: a string, an ``int`` (``type=int``, at least
     ``min``) or one of ``choices``. ``multiple`` collects every occurrence
-    into a list. ``complete`` tells shell completion what a value is:
-    ``"files"``, ``"dirs"`` or ``"services"`` (choices complete by
-    themselves)."""
+    into a list. The keyword is the first long name, ``-`` made ``_``."""
 
-    __slots__ = ("choices", "complete", "default", "dest", "help", "metavar", "min", "multiple",
-                 "names", "type")  # fmt: skip
+    __slots__ = ("default", "metavar", "min", "multiple", "names", "type")
 
     def __init__(
         self,
@@ -63,16 +75,14 @@ class Opt:
         complete: str | None = None,
         dest: str | None = None,
     ) -> None:
+        longs = [n for n in names if n.startswith("--")]
+        key = (longs[0] if longs else names[0]).lstrip("-").replace("-", "_")
+        super().__init__(help, choices, complete, dest or key)
         self.names = names
-        self.help = help
         self.metavar = metavar
         self.type = type
-        self.choices = tuple(choices)
         self.min = min
         self.multiple = multiple
-        self.complete = complete
-        longs = [n for n in names if n.startswith("--")]
-        self.dest = dest or (longs[0] if longs else names[0]).lstrip("-").replace("-", "_")
         if metavar is None:
             self.default = False if default is None else default
         else:
@@ -91,11 +101,12 @@ class Opt:
         return _convert(value, self.display, self.type, self.choices, self.min, command)
 
 
-class Arg:
+class Arg(Param):
     """A positional argument; ``many`` takes one or more words (the rest
-    of the line, less what later arguments need)."""
+    of the line, less what later arguments need). The keyword is the name
+    in lower case."""
 
-    __slots__ = ("choices", "complete", "dest", "help", "many", "name", "required")
+    __slots__ = ("many", "name", "required")
 
     def __init__(
         self,
@@ -108,13 +119,10 @@ class Arg:
         complete: str | None = None,
         dest: str | None = None,
     ) -> None:
+        super().__init__(help, choices, complete, dest or name.lower().replace("-", "_"))
         self.name = name
-        self.help = help
         self.many = many
         self.required = required
-        self.choices = tuple(choices)
-        self.complete = complete
-        self.dest = dest or name.lower().replace("-", "_")
 
     @property
     def metavar(self) -> str:
@@ -205,49 +213,53 @@ def parse_options(
             continue
         i += 1
         if word.startswith("--"):
-            name, eq, value = word.partition("=")
-            if name in HELP_NAMES:
+            name, eq, attached = word.partition("=")
+            opt = None if name in HELP_NAMES else _lookup(by_name, name, options, command)
+            if opt is None or not opt.takes_value:
                 if eq:
                     raise UsageError(f"Option '{name}' does not take a value.", None)
-                p.help = True
+                _flag(p, opt)
                 continue
-            opt = by_name.get(name)
-            if opt is None:
-                raise UsageError(_no_such_option(name, options), command)
-            if not opt.takes_value:
-                if eq:
-                    raise UsageError(f"Option '{name}' does not take a value.", None)
-                _store(p, opt, True)
-                continue
-            if not eq:
-                if i >= n:
-                    raise UsageError(f"Option '{name}' requires an argument.", None)
-                value = argv[i]
-                i += 1
+            value, i = _value(name, attached if eq else None, argv, i)
             _store(p, opt, opt.convert(value, command))
             continue
         # A cluster of short options: -q, -fn5, -n 5.
         for k in range(1, len(word)):
             name = "-" + word[k]
-            if name in HELP_NAMES:
-                p.help = True
+            opt = None if name in HELP_NAMES else _lookup(by_name, name, options, command)
+            if opt is None or not opt.takes_value:
+                _flag(p, opt)
                 continue
-            opt = by_name.get(name)
-            if opt is None:
-                raise UsageError(_no_such_option(name, options), command)
-            if not opt.takes_value:
-                _store(p, opt, True)
-                continue
-            value = word[k + 1 :]
-            if not value:
-                if i >= n:
-                    raise UsageError(f"Option '{name}' requires an argument.", None)
-                value = argv[i]
-                i += 1
+            value, i = _value(name, word[k + 1 :] or None, argv, i)
             _store(p, opt, opt.convert(value, command))
             break
     p.rest = i
     return p
+
+
+def _lookup(by_name: dict[str, Opt], name: str, options: Sequence[Opt], command: str) -> Opt:
+    opt = by_name.get(name)
+    if opt is None:
+        raise UsageError(_no_such_option(name, options), command)
+    return opt
+
+
+def _value(name: str, attached: str | None, argv: Sequence[str], i: int) -> tuple[str, int]:
+    """An option's value: attached (``--opt=V``, ``-nV``), else the next
+    word; and the index after it."""
+    if attached is not None:
+        return attached, i
+    if i >= len(argv):
+        raise UsageError(f"Option '{name}' requires an argument.", None)
+    return argv[i], i + 1
+
+
+def _flag(p: Parsed, opt: Opt | None) -> None:
+    """A flag was given; None is -h/--help."""
+    if opt is None:
+        p.help = True
+    else:
+        _store(p, opt, True)
 
 
 def _store(p: Parsed, opt: Opt, value: Any) -> None:
