@@ -226,6 +226,20 @@ def test_logs_follow(tree: ConfigTree, svmgr) -> None:
     assert proc.returncode == 130 and "Traceback" not in err
 
 
+def test_many_names_at_once(demo: Svmgr) -> None:
+    """Thousands of names: the answers are read while requests go out
+    (svmgr drops a client that leaves over 1 MB of answers unread)."""
+    r = ctl("--socket", demo.socket, "is-active", *["app", "once"] * 5000)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == "running\nexited\n" * 5000
+    r = ctl("--socket", demo.socket, "status", *["app"] * 1500, "nosuch")
+    assert r.returncode == 4 and one_error_line(r) == "dynamodctl: no such service: nosuch"
+    assert r.stdout.count("● app - The app\n") == 1500 and r.stdout.count(" app line 3\n") == 1500
+    r = ctl("--socket", demo.socket, "start", *["app"] * 3000)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert len(r.stdout.splitlines()) == 3000 and r.stdout.startswith("started app (running, pid ")
+
+
 # --- one parser for every command -------------------------------------------
 
 
