@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 
 from dynamod.ctl import render
 from dynamod.ctl.exits import NOT_RUNNING, OK, UNKNOWN_SERVICE, CtlError
@@ -65,13 +64,13 @@ def ahead(
     """``(item, send(item))`` in the order of ``items``, with at most
     ``limit`` items sent before the caller has read the answers of the one
     yielded (it reads them before asking for the next)."""
-    pending: deque[tuple[T, R]] = deque()
+    pending: list[tuple[T, R]] = []  # short: a list, not collections' deque (2 ms to import)
     for item in items:
         pending.append((item, send(item)))
         if len(pending) >= limit:
-            yield pending.popleft()
+            yield pending.pop(0)
     while pending:
-        yield pending.popleft()
+        yield pending.pop(0)
 
 
 def _style() -> render.Style:
