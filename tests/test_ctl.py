@@ -244,9 +244,11 @@ def test_many_names_at_once(demo: Svmgr) -> None:
 
 
 # Imports no command may pay for: typer/click/pydantic cost 100+ ms, the
-# rest are what the parser and the socket client were written to avoid.
+# rest are what the parser and the socket client were written to avoid
+# (socket.py: enum and selectors; typing: re).
 HEAVY = ("typer", "click", "pydantic", "pluggy", "importlib.metadata", "asyncio",
-         "dynamod.ipc.schema", "dataclasses", "inspect", "typing")  # fmt: skip
+         "dynamod.ipc.schema", "dataclasses", "inspect", "typing", "re", "enum",
+         "socket", "selectors", "textwrap", "shutil", "difflib")  # fmt: skip
 
 
 def imported(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
