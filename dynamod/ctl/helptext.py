@@ -78,12 +78,16 @@ def short(text: str, limit: int) -> str:
 
 
 def paragraphs(text: str, indent: int, w: int) -> list[str]:
-    """Blank-line separated paragraphs, each wrapped and indented."""
+    """Blank-line separated paragraphs, each wrapped and indented; one
+    that starts with a ``\\b`` line is printed as it is (click's mark)."""
     out: list[str] = []
     for para in text.strip().split("\n\n"):
         if out:
             out.append("")
-        out.extend(" " * indent + line for line in wrap(para, max(w - indent, 11)))
+        if para.startswith("\b\n"):
+            out.extend(" " * indent + line for line in para.splitlines()[1:])
+        else:
+            out.extend(" " * indent + line for line in wrap(para, max(w - indent, 11)))
     return out
 
 

@@ -231,9 +231,11 @@ COMMANDS: dict[str, Command] = {
             "completion",
             _completion,
             "Print the shell completion script for bash, zsh or fish.\n\n"
-            "bash: source <(dynamodctl completion bash); zsh: dynamodctl completion zsh "
-            '> "${fpath[1]}/_dynamodctl"; fish: dynamodctl completion fish > '
-            "~/.config/fish/completions/dynamodctl.fish (docs/cli.md).",
+            "Load it now, or install it for every new shell (docs/cli.md):\n\n"
+            "\b\n"
+            "  source <(dynamodctl completion bash)\n"
+            "  dynamodctl completion zsh > \"${fpath[1]}/_dynamodctl\"\n"
+            "  dynamodctl completion fish > ~/.config/fish/completions/dynamodctl.fish",
             Arg("shell", "The shell.", choices=("bash", "zsh", "fish")),
         ),
         # What the completion scripts call: `__complete SHELL -- WORD...`.
