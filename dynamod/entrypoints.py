@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs ~6 ms; dynamodctl --help reads entry points
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class EntryPoint:

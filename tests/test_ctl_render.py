@@ -1,5 +1,4 @@
-"""dynamodctl's pieces that need no daemon: formatting, colour rules, the
-fast path's grammar."""
+"""dynamodctl's output that needs no daemon: formatting, colour rules."""
 
 from __future__ import annotations
 
@@ -8,8 +7,7 @@ import re
 
 import pytest
 
-from dynamod.ctl import commands, fast, render
-from dynamod.ctl.app import NO_PLUGINS, command_token
+from dynamod.ctl import render
 
 ANSI = re.compile(r"\033\[[0-9;]*m")
 
@@ -153,60 +151,3 @@ def test_tree_ascii_fallback() -> None:
         "`- sub [rest-for-one]: failed (too many restarts), restarts 2/2 in 500ms, escalations 4 (last 5s ago)",
         "   `- b: restarting, restarts 7",
     ]
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["status", "web"], (commands.status, (None, ["web"], False))),
-        (["status", "web", "db", "--json"], (commands.status, (None, ["web", "db"], True))),
-        (["--socket", "/s", "status", "web"], (commands.status, ("/s", ["web"], False))),
-        (
-            ["--socket=/a", "status", "--socket", "/b", "web"],
-            (commands.status, ("/b", ["web"], False)),
-        ),
-        (["list"], (commands.list_services, (None, False))),
-        (["list", "--json", "--socket=/s"], (commands.list_services, ("/s", True))),
-        (["is-active", "-q", "web"], (commands.is_active, (None, ["web"], True))),
-        (["--version"], (commands.version, ())),
-    ],
-)
-def test_fast_path_takes(argv: list[str], expected: tuple) -> None:
-    assert fast.parse(argv) == expected
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [],
-        ["--help"],
-        ["status"],
-        ["status", "--help"],
-        ["status", "-h", "web"],
-        ["status", "web", "--"],
-        ["status", "--", "web"],
-        ["status", "web", "--socket"],
-        ["status", "web", "--socket", "--json"],
-        ["status", "web", "--socket="],
-        ["status", "web", "--json=1"],
-        ["status", "", "web"],
-        ["list", "web"],
-        ["list", "-q"],
-        ["is-active", "--json", "web"],
-        ["start", "web"],
-        ["--socket"],
-        ["--version", "list"],
-        ["--bogus", "list"],
-        ["plugin-command"],
-    ],
-)
-def test_fast_path_leaves_the_rest_to_typer(argv: list[str]) -> None:
-    assert fast.parse(argv) is None
-
-
-def test_command_token() -> None:
-    assert command_token(["--socket", "/s", "status", "x"]) == "status"
-    assert command_token(["--socket=/s", "-h"]) is None
-    assert command_token(["--version"]) is None
-    assert command_token(["--", "hello"]) == "hello"
-    assert "plugins" not in NO_PLUGINS and "status" in NO_PLUGINS

@@ -15,15 +15,26 @@ from bench.workload import sleepers
 KEY = "control"
 
 
+def run_once(
+    argv: list[str], env: dict[str, str] | None = None, expect: int = 0
+) -> tuple[float | None, str]:
+    """Wall milliseconds of one run of ``argv``, or None and why when it
+    did not exit with ``expect``."""
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60)
+    dt = (time.perf_counter() - t0) * 1000
+    if p.returncode != expect:
+        return None, f"exit {p.returncode}: {p.stderr.decode(errors='replace').strip()[:200]}"
+    return dt, ""
+
+
 def timed(argv: list[str], calls: int) -> Stat:
     """Wall milliseconds of ``calls`` runs of ``argv`` (after 3 warm-ups)."""
     s = Stat("ms")
     for i in range(calls + 3):  # three warm-up calls
-        t0 = time.perf_counter()
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-        dt = (time.perf_counter() - t0) * 1000
-        if p.returncode != 0:
-            s.add(None, f"exit {p.returncode}: {p.stderr.decode(errors='replace').strip()[:200]}")
+        dt, why = run_once(argv)
+        if dt is None:
+            s.add(None, why)
         elif i >= 3:
             s.add(dt)
     return s

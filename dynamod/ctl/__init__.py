@@ -1,7 +1,7 @@
 """dynamodctl, the command-line tool (see docs/cli.md).
 
-``main`` is the entry point; it tries the hand-written fast path
-(:mod:`dynamod.ctl.fast`) before building the typer app
-(:mod:`dynamod.ctl.app`). Both call the same implementations in
+``main`` (:mod:`dynamod.ctl.main`) is the entry point; the command table
+and the dispatch are in :mod:`dynamod.ctl.verbs`, parsed by
+:mod:`dynamod.ctl.cli`; what daemon commands do is in
 :mod:`dynamod.ctl.commands`. This package imports nothing itself.
 """

@@ -1,11 +1,11 @@
-"""What each daemon-facing command does, shared by both front ends.
+"""What each daemon-facing command does.
 
-The fast path (:mod:`dynamod.ctl.fast`) and the typer app
-(:mod:`dynamod.ctl.app`) only parse the command line and then call these
-functions, so both produce the same bytes and the same exit code. Every
-function writes its output to stdout, reports failures as ``dynamodctl: ...``
-lines on stderr, and returns the exit code. Imports are kept to what the hot
-commands need (``json`` only with ``--json``).
+The command table (:mod:`dynamod.ctl.verbs`) parses the command line and
+calls these functions; plugin commands reach the daemon through
+:func:`connect` too. Every function writes its output to stdout, reports
+failures as ``dynamodctl: ...`` lines on stderr, and returns the exit code.
+Imports are kept to what the hot commands need (``json`` only with
+``--json``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,17 @@ from dynamod.ctl.wire import Conn, socket_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-    from typing import Any
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import Any, TypeVar
 
+    T = TypeVar("T")
+    R = TypeVar("R")
+
+# Requests sent ahead of the answers read. svmgr works on 64 requests of a
+# connection at once and disconnects a client that leaves more than 1 MB of
+# answers unread, so `is-active` of 5000 names must read while it sends.
+IN_FLIGHT = 64
+STATUS_IN_FLIGHT = 16  # names: two requests each, and log lines make big answers
 LOG_POLL_INTERVAL = 0.5  # `logs --follow` polls: the log ring has no events
 FOLLOW_WINDOW = 500  # lines asked for per poll; more than that in one interval is dropped
 
@@ -50,6 +58,21 @@ def run(fn: Callable[..., int], *args: Any) -> int:
         return exc.code
 
 
+def ahead(
+    items: Iterable[T], send: Callable[[T], R], limit: int = IN_FLIGHT
+) -> Iterator[tuple[T, R]]:
+    """``(item, send(item))`` in the order of ``items``, with at most
+    ``limit`` items sent before the caller has read the answers of the one
+    yielded (it reads them before asking for the next)."""
+    pending: list[tuple[T, R]] = []  # short: a list, not collections' deque (2 ms to import)
+    for item in items:
+        pending.append((item, send(item)))
+        if len(pending) >= limit:
+            yield pending.pop(0)
+    while pending:
+        yield pending.pop(0)
+
+
 def _style() -> render.Style:
     return render.Style.for_stream(sys.stdout)
 
@@ -73,18 +96,19 @@ def status(socket: str | None, names: Sequence[str], as_json: bool) -> int:
     per line and exits 0 whenever it got them: it is a query, like
     ``systemctl show``, and the state is in the data."""
     code = OK
+    style = None if as_json else _style()
+
+    def send(name: str) -> tuple[int, int | None]:
+        logs = (
+            None
+            if as_json
+            else conn.send("GetLogs", {"name": name, "lines": render.STATUS_LOG_LINES})
+        )
+        return conn.send("ServiceStatus", {"name": name}), logs
+
     with connect(socket) as conn:
-        # Pipelined: all requests go out before the first answer is read.
-        pending = []
-        for name in names:
-            logs = (
-                None
-                if as_json
-                else conn.send("GetLogs", {"name": name, "lines": render.STATUS_LOG_LINES})
-            )
-            pending.append((conn.send("ServiceStatus", {"name": name}), logs))
-        style = None if as_json else _style()
-        for i, (sid, lid) in enumerate(pending):
+        # Pipelined: requests go out ahead of the answers being read.
+        for i, (_, (sid, lid)) in enumerate(ahead(names, send, STATUS_IN_FLIGHT)):
             try:
                 info = conn.recv(sid, "ServiceInfo").get("service") or {}
             except CtlError as exc:
@@ -110,8 +134,7 @@ def is_active(socket: str | None, names: Sequence[str], quiet: bool) -> int:
     if one is unknown. For scripts: ``if dynamodctl is-active -q web``."""
     code = OK
     with connect(socket) as conn:
-        pending = [conn.send("ServiceStatus", {"name": n}) for n in names]
-        for rid in pending:
+        for _, rid in ahead(names, lambda n: conn.send("ServiceStatus", {"name": n})):
             try:
                 state = (conn.recv(rid, "ServiceInfo").get("service") or {}).get("state")
             except CtlError as exc:
@@ -208,14 +231,13 @@ _VERBS = {"StartService": "started", "StopService": "stopped", "RestartService":
 
 
 def change(socket: str | None, request: str, names: Sequence[str]) -> int:
-    """start / stop / restart: all requests are sent at once (the daemon works
-    on them concurrently) and answered in the order given. No timeout: the
+    """start / stop / restart: the requests are pipelined (the daemon works
+    on up to 64 at once) and answered in the order given. No timeout: the
     daemon answers when the service is up or has failed, which may take as
     long as its readiness timeout. Exit code: the highest of the failures."""
     code = OK
     with connect(socket, timeout=None) as conn:
-        pending = [(n, conn.send(request, {"name": n})) for n in names]
-        for name, rid in pending:
+        for name, rid in ahead(names, lambda n: conn.send(request, {"name": n})):
             try:
                 body = conn.recv(rid, "ServiceInfo")
             except CtlError as exc:
@@ -244,11 +266,4 @@ def shutdown(socket: str | None, kind: str) -> int:
     with connect(socket, timeout=None) as conn:
         body = conn.request("Shutdown", "Ack", {"kind": kind})
     out(f"{body.get('message') or kind + ' requested'}\n")
-    return OK
-
-
-def version() -> int:
-    from dynamod import __version__
-
-    out(f"dynamodctl {__version__}\n")
     return OK

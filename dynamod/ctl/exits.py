@@ -1,13 +1,13 @@
 """Exit codes and the one exception type commands raise.
 
-Kept import-free: the fast path loads it on every invocation.
+Kept import-free: every invocation loads it.
 """
 
 from __future__ import annotations
 
 OK = 0
 FAILED = 1  # the operation failed, or anything unexpected
-USAGE = 2  # bad command line (typer/click's own code)
+USAGE = 2  # bad command line (what click exits with too)
 NOT_RUNNING = 3  # `status`/`is-active`: the service is not up
 UNKNOWN_SERVICE = 4
 NO_DAEMON = 5  # cannot connect to the control socket
@@ -21,8 +21,8 @@ FROM_REMOTE = {
     "failed": FAILED,
 }
 
+# The end of `dynamodctl --help`, printed as it is (indented).
 EPILOG = """\
-\b
 Exit codes:
   0  success
   1  the operation failed (a service failed to start, reload found errors, ...)

@@ -1,7 +1,8 @@
 """``dynamodctl`` entry point (``[project.scripts]``, or ``python -m dynamod.ctl.main``).
 
-First the fast path for the hot invocations, then the full typer app for
-everything else; see docs/cli.md ("Start-up time") for why and the figures.
+One parser for every command (:mod:`dynamod.ctl.verbs`); this module adds
+the promise that whatever happens the user sees one line, never a
+traceback. See docs/cli.md ("The parser") for why it is not typer.
 """
 
 from __future__ import annotations
@@ -13,18 +14,9 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        from dynamod.ctl import fast
+        from dynamod.ctl.verbs import run
 
-        parsed = fast.parse(args)
-        if parsed is not None:
-            from dynamod.ctl.commands import run
-
-            fn, fn_args = parsed
-            code = run(fn, *fn_args)
-        else:
-            from dynamod.ctl.app import run_app
-
-            code = run_app(args)
+        code = run(args)
         sys.stdout.flush()  # here, so that a closed pipe is handled below
         return code
     except KeyboardInterrupt:

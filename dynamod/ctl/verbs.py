@@ -1,0 +1,341 @@
+"""The command table of dynamodctl, and running one command line.
+
+Every built-in command is one :class:`~dynamod.ctl.cli.Command` in
+``COMMANDS``: its name, the function it runs, its help text and its
+options and arguments. The parser (:mod:`dynamod.ctl.cli`), ``--help``
+(:mod:`dynamod.ctl.helptext`) and shell completion
+(:mod:`dynamod.ctl.completion`) all read this table, so a verb or an
+option added here is parsed, documented and completed at once. To add one
+(docs/cli.md, "Adding a command"):
+
+1. write ``def _verb(names, socket, ...) -> int`` below: one keyword per
+   parameter ``dest``; it calls the implementation (usually in
+   :mod:`dynamod.ctl.commands`) and returns the exit code;
+2. add ``Command("verb", _verb, "Help...", NAMES, SOME_OPTION, SOCKET)``
+   to ``COMMANDS`` (the order there is the order in ``--help``).
+
+Handlers import what they need when they run: this module is imported by
+every invocation, and ``--help`` or ``--version`` need no socket code.
+Plugin commands (typer, the ``dynamodctl`` entry-point group) are handled
+by :mod:`dynamod.ctl.app` and only when the command is not in this table.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dynamod.ctl.cli import Arg, Command, Opt, UsageError, assign_arguments, parse_options
+from dynamod.ctl.exits import EPILOG, OK, USAGE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+
+PROG = "dynamodctl"
+ROOT_HELP = "Control dynamod, the service manager."
+SOCKET_HELP = "Control socket [default: $DYNAMOD_SOCKET or /run/dynamod/control.sock]."
+
+# --- parameters shared by several commands ---------------------------------------
+
+SOCKET = Opt("--socket", metavar="PATH", help=SOCKET_HELP, complete="files")
+JSON = Opt("--json", help="Print the daemon's raw data as JSON.")
+NAMES = Arg("NAME", "Service names.", many=True, complete="services", dest="names")
+ROOT_OPTIONS = (SOCKET, Opt("--version", help="Print the version and exit."))
+
+
+def _commands() -> ModuleType:
+    from dynamod.ctl import commands
+
+    return commands
+
+
+# --- what each command runs -------------------------------------------------------
+
+
+def _list(json: bool, socket: str | None) -> int:
+    c = _commands()
+    return c.run(c.list_services, socket, json)
+
+
+def _status(names: list[str], json: bool, socket: str | None) -> int:
+    c = _commands()
+    return c.run(c.status, socket, names, json)
+
+
+def _is_active(names: list[str], quiet: bool, socket: str | None) -> int:
+    c = _commands()
+    return c.run(c.is_active, socket, names, quiet)
+
+
+def _tree(json: bool, socket: str | None) -> int:
+    c = _commands()
+    return c.run(c.tree, socket, json)
+
+
+def _change(request: str):  # start / stop / restart differ only in the request
+    def run(names: list[str], socket: str | None) -> int:
+        c = _commands()
+        return c.run(c.change, socket, request, names)
+
+    return run
+
+
+def _reload(socket: str | None) -> int:
+    c = _commands()
+    return c.run(c.reload, socket)
+
+
+def _shutdown(kind: str, socket: str | None) -> int:
+    c = _commands()
+    return c.run(c.shutdown, socket, kind)
+
+
+def _logs(name: str, lines: int, follow: bool, socket: str | None) -> int:
+    c = _commands()
+    return c.run(c.logs, socket, name, lines, follow)
+
+
+def _check(config_dir: str | None) -> int:
+    from dynamod.ctl import offline
+
+    c = _commands()
+    return c.run(offline.check, config_dir)
+
+
+def _plugins(json: bool) -> int:
+    from dynamod.ctl import app, offline
+
+    c = _commands()
+    host = app.load().host if app.installed() else None
+    return c.run(offline.plugins, host, json)
+
+
+def _completion(shell: str) -> int:
+    from dynamod.ctl import completion
+
+    sys.stdout.write(completion.script(shell))
+    return OK
+
+
+def _complete(shell: str, words: list[str]) -> int:
+    from dynamod.ctl import completion
+
+    return completion.answer(shell, words)
+
+
+# --- the table ---------------------------------------------------------------------
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command(
+            "list",
+            _list,
+            "List every service: state, pid, time in state, restarts, supervisor, reason.",
+            JSON,
+            SOCKET,
+        ),
+        Command(
+            "status",
+            _status,
+            "Show a service's state, process, supervision and last log lines.\n\n"
+            "Exit 3 when a service is not up (neither running nor a finished oneshot), "
+            "as systemctl status does; with --json it exits 0 whenever it could ask.",
+            NAMES,
+            JSON,
+            SOCKET,
+        ),
+        Command(
+            "is-active",
+            _is_active,
+            "Print each service's state; exit 0 only if all are up (for scripts).",
+            NAMES,
+            Opt("--quiet", "-q", help="Print nothing; only the exit code."),
+            SOCKET,
+        ),
+        Command(
+            "tree",
+            _tree,
+            "Show the supervisor tree: strategy, restarts in the window, escalations.",
+            JSON,
+            SOCKET,
+        ),
+        Command(
+            "start",
+            _change("StartService"),
+            "Start services (and what they require); wait until they are up.",
+            Arg("NAME", "Service names.", many=True, complete="services:down", dest="names"),
+            SOCKET,
+        ),
+        Command(
+            "stop",
+            _change("StopService"),
+            "Stop services; what requires them is stopped first.",
+            Arg("NAME", "Service names.", many=True, complete="services:up", dest="names"),
+            SOCKET,
+        ),
+        Command(
+            "restart",
+            _change("RestartService"),
+            "Restart services (start them if they are not running).",
+            NAMES,
+            SOCKET,
+        ),
+        Command("reload", _reload, "Re-read the configuration and apply the differences.", SOCKET),
+        Command(
+            "shutdown",
+            _shutdown,
+            "Stop every service, then power off, reboot or halt.",
+            Arg(
+                "kind",
+                "What to do once services are stopped.",
+                choices=("poweroff", "reboot", "halt"),
+            ),
+            SOCKET,
+        ),
+        Command(
+            "logs",
+            _logs,
+            "Show a service's recent output (stdout and stderr).",
+            Arg("NAME", "Service name.", complete="services"),
+            Opt(
+                "--lines",
+                "-n",
+                metavar="N",
+                help="How many recent lines.",
+                type=int,
+                min=0,
+                default=50,
+            ),
+            Opt("--follow", "-f", help="Keep printing new lines (Ctrl-C ends)."),
+            SOCKET,
+        ),
+        Command(
+            "check",
+            _check,
+            "Validate a configuration without a running daemon (plugins included).",
+            Opt(
+                "--config-dir",
+                metavar="DIR",
+                help="Config tree to check [default: $DYNAMOD_CONFIG_DIR or /etc/dynamod].",
+                complete="dirs",
+            ),
+        ),
+        Command(
+            "plugins",
+            _plugins,
+            "List installed plugins of both groups and what failed to load.",
+            JSON,
+        ),
+        Command(
+            "completion",
+            _completion,
+            "Print the shell completion script for bash, zsh or fish.\n\n"
+            "Load it now, or install it for every new shell (docs/cli.md):\n\n"
+            "\b\n"
+            "  source <(dynamodctl completion bash)\n"
+            "  dynamodctl completion zsh > \"${fpath[1]}/_dynamodctl\"\n"
+            "  dynamodctl completion fish > ~/.config/fish/completions/dynamodctl.fish",
+            Arg("shell", "The shell.", choices=("bash", "zsh", "fish")),
+        ),
+        # What the completion scripts call: `__complete SHELL -- WORD...`.
+        Command(
+            "__complete",
+            _complete,
+            "Complete the last WORD (for the completion scripts).",
+            Arg("shell", choices=("bash", "zsh", "fish")),
+            Arg("WORD", many=True, required=False, dest="words"),
+            hidden=True,
+        ),
+    )
+}
+
+
+# --- running a command line ----------------------------------------------------------
+
+
+def run(argv: list[str]) -> int:
+    """Parse ``argv`` (without the program name) and run the command."""
+    try:
+        return _run(argv)
+    except UsageError as exc:
+        usage_error(exc.message, exc.command)
+        return USAGE
+
+
+def _run(argv: list[str]) -> int:
+    root = parse_options(ROOT_OPTIONS, argv, 0, "", stop_at_positional=True)
+    if root.help:
+        sys.stdout.write(root_help())
+        return OK
+    if root.values["version"]:
+        from dynamod import __version__
+
+        sys.stdout.write(f"{PROG} {__version__}\n")
+        return OK
+    if root.rest >= len(argv):
+        if not argv:  # bare `dynamodctl`: the help, as a usage error
+            sys.stderr.write(root_help())
+            return USAGE
+        raise UsageError("Missing command.")
+    name = argv[root.rest]
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        return _not_builtin(argv, name)
+    p = parse_options(cmd.options, argv, root.rest + 1, name, stop_at_positional=False)
+    if p.help:
+        from dynamod.ctl.helptext import command_help
+
+        sys.stdout.write(command_help(cmd))
+        return OK
+    assign_arguments(cmd, p.positionals, p.values)
+    if "socket" in p.values:
+        # A --socket after the command wins over one before it.
+        p.values["socket"] = p.values["socket"] or root.values["socket"]
+    return cmd.run(**p.values)
+
+
+def _not_builtin(argv: list[str], name: str) -> int:
+    """A plugin's command, or an unknown one."""
+    from dynamod.ctl import app
+
+    known = [c.name for c in COMMANDS.values() if not c.hidden]
+    problems: list[str] = []
+    if app.installed():
+        loaded = app.load()
+        if name in loaded.names:
+            return app.run_plugin_command(loaded, argv)
+        known += loaded.names
+        problems = sorted({repr(p.name) for p in loaded.host.problems})
+    from dynamod.ctl.suggest import command_hint
+
+    usage_error(f"No such command '{name}'.{command_hint(name, known)}", "")
+    if problems:
+        error(
+            f"warning: plugin {', '.join(problems)} failed to load; "
+            "the command may be theirs (see 'dynamodctl plugins')"
+        )
+    return USAGE
+
+
+def root_help() -> str:
+    from dynamod.ctl import app
+    from dynamod.ctl.helptext import root_help as render
+
+    rows = [(c.name, c.summary) for c in COMMANDS.values() if not c.hidden]
+    if app.installed():
+        rows += app.load().summaries
+    return render(ROOT_HELP, ROOT_OPTIONS, rows, EPILOG)
+
+
+def error(message: str) -> None:
+    sys.stdout.flush()  # a terminal shows both streams in the order written
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+def usage_error(message: str, command: str | None) -> None:
+    """One line, with the help to read: ``(see 'dynamodctl status --help')``."""
+    if command is not None:
+        message += f" (see '{PROG}{' ' + command if command else ''} --help')"
+    error(message)
