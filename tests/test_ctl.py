@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -391,7 +392,11 @@ def test_stop_stops_dependents_first(tree: ConfigTree, svmgr, tmp_path: Path) ->
     mgr = svmgr()
     mgr.wait_state("web", "running")
     r = ctl("--socket", mgr.socket, "stop", "db")
-    assert (r.returncode, r.stdout) == (0, "stopped db (stopped)\n"), r.stderr
+    assert (r.returncode, r.stdout) == (0, (
+        "stopped db (stopped)\n"
+        "  api: blocked (requires db, which was stopped)\n"
+        "  web: blocked (requires api, which is blocked)\n"
+    )), r.stderr
     assert order.read_text().split() == ["web", "api", "db"]
     r = ctl("--socket", mgr.socket, "list", "--json")
     states = {s["name"]: s["state"] for s in json.loads(r.stdout)}
@@ -573,8 +578,8 @@ def test_help(tmp_path: Path) -> None:
         for line in lines[lines.index("Commands:") + 1 : lines.index("  Exit codes:") - 1]
     ]
     assert listed == [
-        "list", "status", "is-active", "tree", "start", "stop", "restart", "reload",
-        "shutdown", "logs", "check", "plugins", "completion",
+        "list", "status", "is-active", "tree", "start", "stop", "restart", "try-restart",
+        "reload", "shutdown", "logs", "check", "plugins", "completion",
     ]  # fmt: skip
     assert all(len(line) <= 78 for line in lines if not line.startswith("    "))
     # -h anywhere before `--` is help, even with the arguments missing.
@@ -664,3 +669,37 @@ def test_permission_denied_exit_6(tree: ConfigTree) -> None:
                 shutil.rmtree(private)
     finally:
         shutil.rmtree(run, ignore_errors=True)
+
+
+def test_start_of_a_service_that_dies_at_once_fails(tree: ConfigTree, svmgr) -> None:
+    tree.simple("flaky", "exit 3", enabled=False, extra='[restart]\npolicy = "temporary"\n')
+    mgr = svmgr()
+    r = ctl("--socket", mgr.socket, "start", "flaky")
+    assert r.returncode != 0
+    assert r.stdout == ""
+    assert r.stderr.startswith("dynamodctl: flaky failed: exited 3"), r.stderr
+
+
+def test_restart_lists_the_dependents_it_bounced(tree: ConfigTree, svmgr) -> None:
+    tree.service("setup", '[service]\nname = "setup"\ntype = "oneshot"\nexec = ["/bin/true"]\n')
+    for n in ("a", "b"):
+        tree.simple(n, FOREVER, extra='[dependencies]\nrequires = ["setup"]\n')
+    mgr = svmgr()
+    mgr.wait_state("a", "running")
+    mgr.wait_state("b", "running")
+    r = ctl("--socket", mgr.socket, "restart", "setup")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "restarted setup (exited)"
+    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["a", "b"]
+
+
+def test_no_block_prints_the_queued_job(tree: ConfigTree, svmgr) -> None:
+    tree.simple("slow", "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.05; done")
+    mgr = svmgr()
+    mgr.wait_state("slow", "running")
+    r = ctl("--socket", mgr.socket, "stop", "--no-block", "slow")
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"queued job \d+: stop slow\n", r.stdout), r.stdout
+    r = ctl("--socket", mgr.socket, "start", "--job-mode", "fail", "slow")
+    assert r.returncode != 0 and "has a stop job pending" in r.stderr, r.stderr

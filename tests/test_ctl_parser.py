@@ -51,7 +51,10 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         # `--` ends the options, at the root and after the command.
         (["--", "status", "--", "-q", "--json"], "status", {"names": ["-q", "--json"], "json": False, "socket": None}),
         (["status", "-", ""], "status", {"names": ["-", ""], "json": False, "socket": None}),
-        (["start", "a", "b"], "start", {"names": ["a", "b"], "socket": None}),
+        (["start", "a", "b"], "start",
+         {"names": ["a", "b"], "no_block": False, "job_mode": "replace", "socket": None}),
+        (["stop", "--no-block", "a", "--job-mode=fail"], "stop",
+         {"names": ["a"], "no_block": True, "job_mode": "fail", "socket": None}),
         (["shutdown", "halt"], "shutdown", {"kind": "halt", "socket": None}),
         (["check"], "check", {"config_dir": None}),
         (["check", "--config-dir", "/etc/x"], "check", {"config_dir": "/etc/x"}),

@@ -227,29 +227,56 @@ def _ignore_error(conn: Conn, rid: int, expect: str) -> dict:
 
 # --- commands that change things ------------------------------------------------
 
-_VERBS = {"StartService": "started", "StopService": "stopped", "RestartService": "restarted"}
+_VERBS = {"StartService": "started", "StopService": "stopped", "RestartService": "restarted",
+          "TryRestartService": "restarted"}
 
 
-def change(socket: str | None, request: str, names: Sequence[str]) -> int:
-    """start / stop / restart: the requests are pipelined (the daemon works
-    on up to 64 at once) and answered in the order given. No timeout: the
-    daemon answers when the service is up or has failed, which may take as
-    long as its readiness timeout. Exit code: the highest of the failures."""
+def change(socket: str | None, request: str, names: Sequence[str], no_block: bool = False,
+           job_mode: str = "replace") -> int:
+    """start / stop / restart / try-restart: each is a job; the requests
+    are pipelined (the daemon works on up to 64 at once) and answered in the
+    order given. No timeout: the daemon answers when the job ends, which may
+    take as long as a readiness timeout. Each answer is printed with the
+    other services the job started, stopped or blocked. Exit code: the
+    highest of the failures."""
     code = OK
+    body_of = {"name": "", "mode": job_mode, "no_block": no_block}
     with connect(socket, timeout=None) as conn:
-        for name, rid in ahead(names, lambda n: conn.send(request, {"name": n})):
+        for name, rid in ahead(names, lambda n: conn.send(request, {**body_of, "name": n})):
             try:
                 body = conn.recv(rid, "ServiceInfo")
             except CtlError as exc:
                 error(exc.message)  # one line: the reason is in the message
+                _effects(exc.body.get("job"))
                 code = max(code, exc.code)
                 continue
+            job = body.get("job") or {}
             info = body.get("service") or {}
+            if no_block and job.get("result") is None:
+                out(f"queued job {job.get('id')}: {job.get('type', '?')} {info.get('name', name)}\n")
+                continue
             what = str(info.get("state", "?"))
             if info.get("pid") is not None and what not in ("stopped", "failed", "exited"):
                 what += f", pid {info['pid']}"
-            out(f"{_VERBS[request]} {info.get('name', name)} ({what})\n")
+            verb = "left" if job.get("result") == "skipped" else _VERBS[request]
+            if verb == "left":
+                what += ": not running"
+            out(f"{verb} {info.get('name', name)} ({what})\n")
+            _effects(job)
     return code
+
+
+def _effects(job: object) -> None:
+    """The other services a job moved, each with the state it reached."""
+    if not isinstance(job, dict):
+        return
+    for e in job.get("effects") or []:
+        if not isinstance(e, dict):
+            continue
+        line = f"  {e.get('name', '?')}: {e.get('state', '?')}"
+        if e.get("reason"):
+            line += f" ({e['reason']})"
+        out(line + "\n")
 
 
 def reload(socket: str | None) -> int:

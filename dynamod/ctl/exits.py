@@ -44,3 +44,4 @@ class CtlError(Exception):
         self.code = code
         self.message = message
         self.details = list(details or [])
+        self.body: dict = {}  # an Error response's body, when it came from the daemon

@@ -40,6 +40,12 @@ SOCKET_HELP = "Control socket [default: $DYNAMOD_SOCKET or /run/dynamod/control.
 SOCKET = Opt("--socket", metavar="PATH", help=SOCKET_HELP, complete="files")
 JSON = Opt("--json", help="Print the daemon's raw data as JSON.")
 NAMES = Arg("NAME", "Service names.", many=True, complete="services", dest="names")
+NO_BLOCK = Opt("--no-block", help="Do not wait: print the job's id once it is queued.")
+JOB_MODE = Opt(
+    "--job-mode", metavar="MODE", choices=("replace", "fail"), default="replace",
+    help="What to do with a conflicting job already pending on the service: "
+    "replace cancels it, fail refuses this one [default: replace].",
+)
 ROOT_OPTIONS = (SOCKET, Opt("--version", help="Print the version and exit."))
 
 
@@ -73,9 +79,9 @@ def _tree(json: bool, socket: str | None) -> int:
 
 
 def _change(request: str):  # start / stop / restart differ only in the request
-    def run(names: list[str], socket: str | None) -> int:
+    def run(names: list[str], no_block: bool, job_mode: str, socket: str | None) -> int:
         c = _commands()
-        return c.run(c.change, socket, request, names)
+        return c.run(c.change, socket, request, names, no_block, job_mode)
 
     return run
 
@@ -163,22 +169,41 @@ COMMANDS: dict[str, Command] = {
         Command(
             "start",
             _change("StartService"),
-            "Start services (and what they require); wait until they are up.",
+            "Start services (and what they require); wait until they are up.\n\n"
+            "Each start is a job: the command waits for it, prints the other services "
+            "it started or blocked, and exits non-zero when it did not end done.",
             Arg("NAME", "Service names.", many=True, complete="services:down", dest="names"),
+            NO_BLOCK,
+            JOB_MODE,
             SOCKET,
         ),
         Command(
             "stop",
             _change("StopService"),
-            "Stop services; what requires them is stopped first.",
+            "Stop services; what requires them is stopped first.\n\n"
+            "Prints the other services the stop stopped or blocked.",
             Arg("NAME", "Service names.", many=True, complete="services:up", dest="names"),
+            NO_BLOCK,
+            JOB_MODE,
             SOCKET,
         ),
         Command(
             "restart",
             _change("RestartService"),
-            "Restart services (start them if they are not running).",
+            "Restart services (start them if they are not running).\n\n"
+            "Prints the dependents the restart bounced.",
             NAMES,
+            NO_BLOCK,
+            JOB_MODE,
+            SOCKET,
+        ),
+        Command(
+            "try-restart",
+            _change("TryRestartService"),
+            "Restart services that are running; leave the others alone.",
+            NAMES,
+            NO_BLOCK,
+            JOB_MODE,
             SOCKET,
         ),
         Command("reload", _reload, "Re-read the configuration and apply the differences.", SOCKET),

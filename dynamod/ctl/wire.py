@@ -116,11 +116,13 @@ def remote_error(body: dict) -> CtlError:
     code = body.get("code")
     message = body.get("message")
     details = body.get("details")
-    return CtlError(
+    err = CtlError(
         FROM_REMOTE.get(code, FAILED) if isinstance(code, str) else FAILED,
         message if isinstance(message, str) else f"error {code!r}",
         [d for d in details if isinstance(d, str)] if isinstance(details, list) else None,
     )
+    err.body = body
+    return err
 
 
 def _reason(exc: OSError) -> str:
