@@ -26,6 +26,18 @@ from dynamod.entrypoints import find_entry_points
 
 PROJECTS = ("dynamod", "dynamodctl")
 
+# Hooks whose implementations are isolated from each other: an exception is
+# reported with the plugin's name and counts as "no answer" (None), and the
+# other implementations still run. The calls go through pluggy all the same
+# (firstresult, hook wrappers, DYNAMOD_TRACE_PLUGINS). Not isolated:
+# dynamod_spawn_prepare (raising fails the start, by contract), the boot hook
+# and the contribution hooks (collected by call_each with their own report).
+ISOLATED_HOOKS = frozenset({
+    "dynamod_service_started", "dynamod_service_state_changed", "dynamod_service_status",
+    "dynamod_service_by_pid", "dynamod_service_kill", "dynamod_service_exit_reason",
+    "dynamod_service_stopped",
+})
+
 
 @dataclass
 class PluginInfo:
@@ -56,6 +68,9 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.problems: list[PluginProblem] = []
         self.info: dict[str, PluginInfo] = {}
+        # Where an isolated hook's exception is reported (svmgr sets its log).
+        self.on_hook_error: Any = lambda plugin, hook, exc: print(
+            f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("DYNAMOD_TRACE_PLUGINS") == "1":
             self.pm.trace.root.setwriter(sys.stderr.write)
             self.pm.enable_tracing()
@@ -83,9 +98,29 @@ class PluginHost:
                 PluginProblem(name, "implements unknown hook(s): " + ", ".join(sorted(unknown)))
             )
             return False
-        hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+        callers = self.pm.get_hookcallers(plugin) or []
+        for caller in callers:
+            if caller.name in ISOLATED_HOOKS:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper):
+                        impl.function = self._guard(impl.function, name, caller.name)
+        hooks = sorted(c.name for c in callers)
         self.info[name] = PluginInfo(name, distribution, version, hooks)
         return True
+
+    def _guard(self, fn: Any, plugin: str, hook: str) -> Any:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # a broken plugin must not stop the others
+                try:
+                    self.on_hook_error(plugin, hook, exc)
+                except Exception:
+                    pass
+                return None
+
+        guarded.__wrapped__ = fn  # type: ignore[attr-defined]
+        return guarded
 
     def load_entrypoints(self) -> None:
         if os.environ.get("DYNAMOD_PLUGINS_AUTOLOAD", "1") == "0":

@@ -137,3 +137,40 @@ def test_every_hookspec_is_documented_for_plugin_authors(name: str) -> None:
     assert name in Path(__file__).resolve().parents[1].joinpath("docs/plugins.md").read_text(), (
         f"{name} is missing from docs/plugins.md"
     )
+
+
+def test_isolated_hooks_go_through_pluggy_and_survive_a_broken_plugin() -> None:
+    """An exception in one implementation is reported with the plugin's name
+    and the others still run; firstresult is honoured."""
+    import dynamod
+    from dynamod.plugins import make_plugin_host
+
+    seen: list[str] = []
+    errors: list[tuple[str, str, str]] = []
+
+    class Broken:
+        @dynamod.hookimpl
+        def dynamod_service_state_changed(self, service, old, new, reason):
+            raise RuntimeError("boom")
+
+        @dynamod.hookimpl
+        def dynamod_service_by_pid(self, pid):
+            raise RuntimeError("no idea")
+
+    class Fine:
+        @dynamod.hookimpl
+        def dynamod_service_state_changed(self, service, old, new, reason):
+            seen.append(new)
+
+        @dynamod.hookimpl
+        def dynamod_service_by_pid(self, pid):
+            return "web" if pid == 42 else None
+
+    host = make_plugin_host(load_entrypoints=False)
+    host.on_hook_error = lambda plugin, hook, exc: errors.append((plugin, hook, str(exc)))
+    assert host.register(Fine(), "fine") and host.register(Broken(), "broken")
+    host.hook.dynamod_service_state_changed(service=None, old="a", new="b", reason="")
+    assert seen == ["b"]
+    assert host.hook.dynamod_service_by_pid(pid=42) == "web"
+    assert ("broken", "dynamod_service_state_changed", "boom") in errors
+    assert ("broken", "dynamod_service_by_pid", "no idea") in errors

@@ -75,6 +75,9 @@ class Manager:
         self._down_waiters: list[tuple[list[str] | None, asyncio.Future[None]]] = []
         for name in self.engine.services:
             self.handle(name)
+        if plugins is not None:
+            plugins.on_hook_error = lambda plugin, hook, exc: self.log(
+                f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ util
     def log(self, message: str) -> None:
