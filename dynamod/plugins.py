@@ -154,7 +154,7 @@ class PluginHost:
         for impl in reversed(caller.get_hookimpls()):
             args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
             try:
-                res = impl.function(**args)
+                res = getattr(impl.function, "__wrapped__", impl.function)(**args)
             except Exception as exc:
                 if on_error is not None:
                     on_error(impl.plugin_name, exc)
