@@ -273,3 +273,21 @@ def test_unprivileged_manager_trusts_its_own_user(public_dir):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_a_second_svmgr_on_the_same_runtime_dir_refuses_to_start(tree, svmgr):
+    import subprocess
+    import sys
+
+    tree.simple("solo")
+    mgr = svmgr(args=["--no-plugins"])
+    pid = mgr.wait_state("solo", "running")["pid"]
+    r = subprocess.run(
+        [sys.executable, "-m", "dynamod.svmgr.main", "--no-plugins", "--config-dir", str(tree.root),
+         "--runtime-dir", str(mgr.runtime_dir)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 1
+    assert f"another dynamod-svmgr (pid {mgr.pid}) runs with runtime directory" in r.stderr
+    # The first one and its service are untouched.
+    assert mgr.status("solo")["pid"] == pid

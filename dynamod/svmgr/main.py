@@ -109,6 +109,7 @@ class Daemon:
         if cfg.errors:
             log(f"{len(cfg.errors)} configuration error(s); starting the valid services only")
         os.makedirs(self.runtime_dir, mode=0o755, exist_ok=True)
+        self.lock_fd = lock_runtime_dir(self.runtime_dir)
         from dynamod.svmgr.initlink import InitLink
 
         # Under dynamod-init a previous svmgr may have run: resume its record.
@@ -185,6 +186,32 @@ class Daemon:
             self.link.send("RequestShutdown", {"kind": kind})
         assert self.done is not None
         self.done.set()
+
+
+class AlreadyRunning(OSError):
+    pass
+
+
+def lock_runtime_dir(runtime_dir: str) -> int:
+    """One svmgr per runtime directory: two would fight over the control
+    socket and the state journal. The lock dies with its holder."""
+    import fcntl
+
+    path = os.path.join(runtime_dir, "svmgr.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        except OSError:
+            holder = "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another dynamod-svmgr (pid {holder}) runs with runtime directory "
+                             f"{runtime_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def describe_reload(result: dict[str, list[str]]) -> str:
