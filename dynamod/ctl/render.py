@@ -201,6 +201,7 @@ _STATUS_KEYS = {
     "name", "description", "state", "substate", "since", "pid", "main_pid", "type",
     "readiness", "supervisor", "restarts", "reason", "exit", "status_text", "enabled",
     "explicit", "requires", "wants", "after", "before", "source", "extra",
+    "restart_policy", "restart_budget", "load_error", "job", "control_pids",
 }  # fmt: skip
 
 
@@ -238,7 +239,19 @@ def service_status(info: dict, logs: list | None, now: float, style: Style) -> s
         activation += ", enabled at boot" if info.get("enabled") else ", not enabled at boot"
     fields.append(("Activation", activation))
     fields.append(("Supervisor", _text(info.get("supervisor"))))
-    fields.append(("Restarts", _text(info.get("restarts", 0))))
+    restarts = _text(info.get("restarts", 0))
+    budget = info.get("restart_budget")
+    if isinstance(budget, list) and len(budget) == 2:
+        restarts += f" (budget {_text(budget[0])} in {duration(budget[1])}"
+        restarts += f", policy {info['restart_policy']})" if info.get("restart_policy") else ")"
+    fields.append(("Restarts", restarts))
+    if info.get("load_error"):
+        fields.append(("Config error", str(info["load_error"])))
+    job = info.get("job")
+    if isinstance(job, dict):
+        fields.append(("Job", f"{_text(job.get('id'))} ({_text(job.get('type'))}, running)"))
+    if info.get("control_pids"):
+        fields.append(("Control PIDs", _text(info["control_pids"])))
     if info.get("status_text"):
         fields.append(("Status", str(info["status_text"])))
     for key in ("requires", "wants", "after", "before"):
@@ -298,12 +311,16 @@ def _tree_node(node: dict, now: float, style: Style) -> str:
     state = str(node.get("state", "?"))
     reason = f" ({node['reason']})" if node.get("reason") else ""
     if node.get("kind") == "supervisor":
-        parts = [
-            f"{style.paint(name, BOLD)} [{node.get('strategy', '?')}]: {style.state(state)}{reason}",
-            f"restarts {_text(node.get('restarts'))}/{_text(node.get('max_restarts'))}"
-            f" in {duration(node.get('max_restart_window'))}",
-            f"escalations {_text(node.get('failures', 0))}",
-        ]
+        head = f"{style.paint(name, BOLD)} [{node.get('strategy', '?')}]: {style.state(state)}{reason}"
+        window = duration(node.get("max_restart_window"))
+        if node.get("escalate", True):
+            # One budget for all children; spent, the supervisor fails.
+            parts = [head,
+                     f"restarts {_text(node.get('restarts'))}/{_text(node.get('max_restarts'))} in {window}",
+                     f"escalations {_text(node.get('failures', 0))}"]
+        else:
+            parts = [head, f"restarts {_text(node.get('restarts'))}",
+                     f"budget {_text(node.get('max_restarts'))} in {window} per child"]
         last = node.get("last_failure")
         if _num(last) and last > 0:
             parts[-1] += f" (last {age(now - last)} ago)"

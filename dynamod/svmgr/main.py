@@ -78,7 +78,8 @@ def parse_args(argv: list[str] | None) -> Options:
 class Daemon:
     def __init__(self, args: Options) -> None:
         self.args = args
-        self.config_dir = args.config_dir
+        # Absolute: status shows where each file is, wherever svmgr was started.
+        self.config_dir = os.path.abspath(args.config_dir)
         self.runtime_dir = args.runtime_dir
         self.exit_code = 0
         self.done: asyncio.Event | None = None

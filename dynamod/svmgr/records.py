@@ -173,6 +173,7 @@ class Service:
             "source": self.cfg.source,
             "load_error": self.load_error,
             "restart_policy": self.cfg.restart.policy,
+            "restart_budget": [self.cfg.restart.max_restarts, self.cfg.restart.max_restart_window],
             "job": self.job.summary() if self.job is not None else None,
             "extra": {},
         }
