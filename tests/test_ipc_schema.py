@@ -280,18 +280,20 @@ def test_catalogue() -> None:
     assert requests == {
         "Hello", "StartService", "StopService", "RestartService", "ServiceStatus",
         "ListServices", "TreeStatus", "Reload", "Shutdown", "GetServiceByPid",
-        "GetLogs", "Subscribe",
+        "GetLogs", "Subscribe", "TryRestartService", "ReloadOrRestartService", "ListJobs",
+        "CancelJob",
     }  # fmt: skip
     assert set(message_types("response")) == {
         "Hello", "Ack", "Error", "ServiceInfo", "ServiceList", "Tree", "ReloadResult",
-        "ServiceByPid", "Logs",
+        "ServiceByPid", "Logs", "JobList",
     }  # fmt: skip
     assert set(message_types("event")) == {
         "Heartbeat", "HeartbeatAck", "RequestShutdown", "ShutdownSignal", "LogToKmsg",
-        "Orphans", "Emergency", "ServiceStateChanged",
+        "Orphans", "Emergency", "ServiceStateChanged", "JobNew", "JobRemoved",
     }  # fmt: skip
     assert requests >= READ_ONLY_REQUESTS
-    assert {"StartService", "StopService", "RestartService", "Reload", "Shutdown"}.isdisjoint(
+    assert {"StartService", "StopService", "RestartService", "Reload", "Shutdown",
+            "CancelJob", "TryRestartService"}.isdisjoint(
         READ_ONLY_REQUESTS
     )
     assert len(ERROR_CODES) == 6
