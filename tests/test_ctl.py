@@ -117,7 +117,7 @@ def test_status_human(demo: Svmgr) -> None:
     assert fields["PID"] == str(demo.status("app")["pid"])
     assert fields["Type"] == "simple, readiness none"
     assert fields["Supervisor"] == "root"
-    assert fields["Restarts"] == "0"
+    assert fields["Restarts"] == "0 (budget 5 in 1m, policy permanent)"
     assert fields["Requires"] == "base"
     assert fields["Activation"] == "explicit, enabled at boot"
     # The last log lines come after a blank line.
@@ -169,7 +169,7 @@ def test_tree_human_and_json(demo: Svmgr) -> None:
     r = ctl("--socket", demo.socket, "tree")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "root [one-for-one]: running, restarts 0/5 in 1m, escalations 0"
+    assert lines[0] == "root [one-for-one]: running, restarts 0, budget 5 in 1m per child"
     body = [line[3:] for line in lines[1:]]
     assert all(line[:3] in ("├─ ", "└─ ") for line in lines[1:]) and lines[-1].startswith("└─ ")
     assert {"base: running", "app: running", "idle: stopped", "once: exited"} == set(body)

@@ -71,7 +71,7 @@ Change = tuple[str, str, str, str, float]
 # ``none``) ends ``done`` only if the service is still up this long after it
 # started: a program that exits at once fails its job instead of reporting
 # "started".
-START_CONFIRM = 0.02
+START_CONFIRM = 0.05
 
 
 class Engine(Supervision):
