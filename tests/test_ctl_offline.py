@@ -97,13 +97,14 @@ def test_check_bad_key_and_missing_dir(tree: ConfigTree, tmp_path: Path) -> None
         "error: services/web.toml: service.restart-delay: unknown key"
     )
     assert r.stderr == ""
-    # A missing directory is a warning: a system without config still boots.
+    # A missing directory is an error for check (svmgr boots without one,
+    # with a warning: see tests/test_config_loader.py).
     r = ctl("check", "--config-dir", str(tmp_path / "nope"))
-    assert r.returncode == 0
-    assert (
-        r.stdout.splitlines()[0]
-        == f"warning: {tmp_path / 'nope'}: configuration directory does not exist"
-    )
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [
+        f"error: {tmp_path / 'nope'}: configuration directory does not exist",
+        f"{tmp_path / 'nope'}: 0 services, 1 supervisor; 1 error, 0 warnings",
+    ]
 
 
 def test_check_uses_daemon_plugins(tree: ConfigTree, tmp_path: Path) -> None:
@@ -214,7 +215,8 @@ def test_plugin_cannot_replace_builtin(tmp_path: Path) -> None:
         """,
     )
     make_dist(site, "ctl-hello", "dynamodctl", "ctl_hello", HELLO)
-    r = ctl("check", "--config-dir", str(tmp_path / "none"), path=site)
+    (tmp_path / "empty").mkdir()
+    r = ctl("check", "--config-dir", str(tmp_path / "empty"), path=site)
     assert "evil" not in r.stdout and r.returncode == 0
     r = ctl("plugins", "--json", path=site)
     report = json.loads(r.stdout)

@@ -184,9 +184,12 @@ def check(
             help="Config tree to check [default: $DYNAMOD_CONFIG_DIR or /etc/dynamod].",
         ),
     ] = None,
+    json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per finding (severity, file, key, line, message).")
+    ] = False,
 ) -> None:
     """Validate a configuration without a running daemon (plugins included)."""
-    _finish(commands.run(offline.check, config_dir))
+    _finish(commands.run(offline.check, config_dir, json))
 
 
 def plugins(ctx: typer.Context, json: Json = False) -> None:
