@@ -82,9 +82,7 @@ class KeyLines:
         parts = self._key()
         self._blank()
         self.pos += 2 if array else 1
-        path = self._join("", parts)
-        for i in range(1, len(parts)):
-            self.implicit.setdefault(self._join("", parts[:i]), self.line)
+        path = self._join("", parts)  # records the tables it implies
         if array:
             index = self._counts.get(path, 0)
             self._counts[path] = index + 1
@@ -93,6 +91,8 @@ class KeyLines:
         return path
 
     def _join(self, table: str, parts: list[str]) -> str:
+        if len(parts) > _MAX_NESTING:
+            raise _Stop
         path = table
         for i, part in enumerate(parts):
             path = f"{path}.{part}" if path else part

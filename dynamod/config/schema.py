@@ -15,6 +15,8 @@ from typing import Any
 from dynamod.config.model import Diagnostic
 from dynamod.config.units import parse_duration, parse_signal, type_name
 
+MAX_ERRORS_PER_SOURCE = 50
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 IDENT_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.$-]*", re.ASCII)
 
@@ -41,7 +43,15 @@ class Reporter:
             return
         if key:
             self._error_keys.add(key)
-        diag = Diagnostic(self.file, key, message + _suggestion(suggest), line=line)
+        if len(self.errors) >= MAX_ERRORS_PER_SOURCE:
+            # A file of 100,000 unknown keys must not take minutes (each
+            # suggestion runs difflib) nor print 100,000 lines.
+            if len(self.errors) == MAX_ERRORS_PER_SOURCE:
+                self._add(Diagnostic(self.file, "", "more errors in this file are not shown"))
+            return
+        self._add(Diagnostic(self.file, key, message + _suggestion(suggest), line=line))
+
+    def _add(self, diag: Diagnostic) -> None:
         self.errors.append(diag)
         self.sink.append(diag)
 

@@ -15,7 +15,8 @@ Limits, documented in docs/config.md:
 
 * only regular files (a symbolic link to one is fine), at most
   :data:`MAX_FILE_SIZE` bytes;
-* tables and arrays nested at most :data:`MAX_DEPTH` deep;
+* tables and arrays nested at most :data:`MAX_DEPTH` deep, dotted keys
+  and table headers of at most that many parts;
 * integers within 64 bits (the TOML specification's range);
 * no NUL character in any key or string.
 """
@@ -36,6 +37,12 @@ _INT64 = (-(2**63), 2**63 - 1)
 MAX_VALUE_PROBLEMS = 20
 
 _AT_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+# tomllib's time and memory grow with the square of a dotted key's length
+# (a 100,000-part key ate all memory): such keys are refused before it sees
+# them. A key starts a line (or a [table] header) or follows "{" or "," in
+# an inline table; possessive quantifiers keep the scan linear.
+_PART = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')"""
+_LONG_KEY = re.compile(rf"(?:^|[{{,\[])[ \t]*+(?:{_PART}[ \t]*+\.[ \t]*+){{{MAX_DEPTH}}}", re.M)
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO"),
@@ -126,11 +133,19 @@ def decode(raw: bytes) -> str:
 
 def parse(text: str) -> dict[str, Any]:
     """A TOML document; every way the parser can fail is a SourceError."""
+    if text.count(".") >= MAX_DEPTH and (m := _LONG_KEY.search(text)):
+        line = text.count("\n", 0, m.start()) + 1
+        raise SourceError(
+            f"invalid TOML: a dotted key of more than {MAX_DEPTH} parts (line {line})", line
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = _AT_LINE.search(str(exc))
-        raise SourceError(f"invalid TOML: {exc}", int(m.group(1)) if m else None) from None
+        line = int(m.group(1)) if m else None
+        if line is None and "(at end of document)" in str(exc):
+            line = text.count("\n") + 1
+        raise SourceError(f"invalid TOML: {exc}", line) from None
     except RecursionError:
         raise SourceError(f"invalid TOML: nested too deeply (at most {MAX_DEPTH} levels)") from None
     except ValueError as exc:
