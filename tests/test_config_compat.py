@@ -171,8 +171,10 @@ def test_reference_start_order() -> None:
 def test_builtin_only_names_missing_plugins() -> None:
     cfg = load_config(COMPAT_DIR)
     errors = [str(d) for d in cfg.errors]
-    readiness = "needs the dynamod-readiness plugin: pip install dynamod-readiness"
-    isolation = "needs the dynamod-isolation plugin: pip install dynamod-isolation"
+    readiness = "needs the dynamod-readiness plugin, which is not loaded; install it from this repository: " \
+        ".venv/bin/uv pip install -e plugins/readiness"
+    isolation = "needs the dynamod-isolation plugin, which is not loaded; install it from this repository: " \
+        ".venv/bin/uv pip install -e plugins/isolation"
     for name in ("dynamod-hostnamed", "dynamod-logind", "dynamod-sd1bridge", "nginx", "postgresql", "sshd"):
         assert any(f"services/{name}.toml: readiness.type:" in e and readiness in e for e in errors), name
     for name in ("nginx", "postgresql", "sshd", "syslog"):

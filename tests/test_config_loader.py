@@ -212,7 +212,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
     (tmp_path / "services" / "dir.toml").mkdir(parents=True)
     err = one_error(load_config(tmp_path))
     assert err.file == "services/dir.toml"
-    assert err.message.startswith("cannot read file")
+    assert err.message == "is a directory, not a regular file (only regular files are read)"
 
 
 def test_not_utf8(tmp_path: Path) -> None:
@@ -398,7 +398,8 @@ def test_readiness_type_needs_plugin(tmp_path: Path) -> None:
     err = one_error(load(tmp_path, {"services/x.toml": service("x", "[readiness]\ntype = 'tcp-port'\nport = 80\n")}))
     assert (err.file, err.key) == ("services/x.toml", "readiness.type")
     assert err.message == (
-        "readiness type 'tcp-port' needs the dynamod-readiness plugin: pip install dynamod-readiness"
+        "readiness type 'tcp-port' needs the dynamod-readiness plugin, which is not loaded; "
+        "install it from this repository: .venv/bin/uv pip install -e plugins/readiness"
     )
 
 
@@ -416,7 +417,8 @@ def test_notify_service_defaults_to_notify_readiness(tmp_path: Path) -> None:
     err = one_error(load_config(tmp_path))
     assert (err.key, err.message) == (
         "service.type",
-        "readiness type 'notify' needs the dynamod-readiness plugin: pip install dynamod-readiness",
+        "readiness type 'notify' needs the dynamod-readiness plugin, which is not loaded; "
+        "install it from this repository: .venv/bin/uv pip install -e plugins/readiness",
     )
 
 
@@ -473,7 +475,10 @@ def test_crashing_validator_is_an_error_not_a_crash(tmp_path: Path) -> None:
 def test_plugin_section_needs_plugin(tmp_path: Path) -> None:
     err = one_error(load(tmp_path, {"services/x.toml": service("x", "[cgroup]\nmemory-max = '1G'\n")}))
     assert (err.file, err.key) == ("services/x.toml", "cgroup")
-    assert err.message == "section [cgroup] needs the dynamod-isolation plugin: pip install dynamod-isolation"
+    assert err.message == (
+        "section [cgroup] needs the dynamod-isolation plugin, which is not loaded; "
+        "install it from this repository: .venv/bin/uv pip install -e plugins/isolation"
+    )
 
 
 def test_unknown_section(tmp_path: Path) -> None:
@@ -767,4 +772,7 @@ def test_empty_supervisor_name_is_unknown(tmp_path: Path) -> None:
 def test_config_path_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     cfg = load_config(tmp_path / "file")
-    assert [d.message for d in cfg.warnings] == ["configuration directory is not a directory"]
+    assert [d.message for d in cfg.warnings] == [
+        "configuration directory is a file, not a directory "
+        "(give the directory that holds services/ and supervisors/)"
+    ]

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dynamod.config.units import (
+    MAX_DURATION,
+    MAX_SIZE,
     format_duration,
     format_signal,
     format_size,
@@ -69,7 +71,33 @@ def test_duration_bad_numbers(bad: float) -> None:
         parse_duration(bad)
 
 
-@given(st.integers(min_value=0, max_value=10**12))
+@pytest.mark.parametrize(
+    "big", ["9" * 400 + "s", "9" * 400, "1" + "0" * 5000, 1e308, 10**400, "366d", "8761h",
+            MAX_DURATION + 1, "365d 1s", "30000000s 2000000s"],
+)
+def test_duration_maximum(big: object) -> None:
+    """Nothing above a year passes: a 400-digit duration used to become +inf
+    and raise OverflowError in the service manager's timers."""
+    with pytest.raises(ValueError, match=r"is too long \(at most 365d\)") as info:
+        parse_duration(big)
+    assert len(str(info.value)) < 100  # the value is cut short in the message
+
+
+def test_duration_maximum_is_allowed() -> None:
+    assert parse_duration("365d") == MAX_DURATION == parse_duration(MAX_DURATION)
+
+
+@pytest.mark.parametrize(
+    "digits", ["\u0661\u0660s", "\u0661\u0660", "\uff11\uff10s", "1\u00a0s", "\u0967ms", "1\u2003s"]
+)
+def test_duration_only_ascii(digits: str) -> None:
+    """Arabic-Indic, full-width and Devanagari digits and Unicode spaces are
+    numbers to Python's float() and \\d, not to a config."""
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(digits)
+
+
+@given(st.integers(min_value=0, max_value=MAX_DURATION * 1000))
 def test_duration_ms_roundtrip(ms: int) -> None:
     assert parse_duration(f"{ms}ms") == ms / 1000
 
@@ -77,16 +105,20 @@ def test_duration_ms_roundtrip(ms: int) -> None:
 @given(st.integers(min_value=0, max_value=10**9), st.sampled_from(["s", "m", "h", "d"]))
 def test_duration_whole_units(n: int, unit: str) -> None:
     factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-    assert parse_duration(f"{n}{unit}") == n * factor
+    if n * factor <= MAX_DURATION:
+        assert parse_duration(f"{n}{unit}") == n * factor
+    else:
+        with pytest.raises(ValueError, match=r"is too long \(at most 365d\)"):
+            parse_duration(f"{n}{unit}")
 
 
-@given(st.integers(min_value=0, max_value=10**12))
+@given(st.integers(min_value=0, max_value=MAX_DURATION * 1000))
 def test_format_duration_roundtrip(ms: int) -> None:
     seconds = ms / 1000
     assert parse_duration(format_duration(seconds)) == seconds
 
 
-@given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
+@given(st.floats(min_value=0, max_value=MAX_DURATION, allow_nan=False))
 def test_format_duration_roundtrip_floats(seconds: float) -> None:
     if seconds and seconds < 1e-4:
         return  # below 100us the short form is approximate by design
@@ -151,7 +183,32 @@ def test_size_unlimited_only_when_allowed(word: str) -> None:
 @given(st.integers(min_value=0, max_value=2**62), st.sampled_from(["", "K", "M", "G", "T"]))
 def test_size_units_multiply(n: int, unit: str) -> None:
     factor = {"": 1, "K": K, "M": M, "G": G, "T": T}[unit]
-    assert parse_size(f"{n}{unit}") == n * factor
+    if n * factor <= MAX_SIZE:
+        assert parse_size(f"{n}{unit}") == n * factor
+    else:
+        with pytest.raises(ValueError, match="is too large"):
+            parse_size(f"{n}{unit}")
+
+
+@pytest.mark.parametrize("big", ["8E", "9" * 5000, "9" * 30 + "K", 2**63, 10**400, "7.99999999999999999999E"])
+def test_size_maximum(big: object) -> None:
+    with pytest.raises(ValueError, match=r"too large|too many decimals") as info:
+        parse_size(big)
+    assert len(str(info.value)) < 120
+
+
+def test_size_maximum_is_allowed() -> None:
+    assert parse_size(MAX_SIZE) == MAX_SIZE == parse_size(str(MAX_SIZE))
+    assert parse_size("7E") == 7 * 1024**6
+    assert parse_size("0000000000000000000000000000064K") == 64 * K
+
+
+@pytest.mark.parametrize("bad", ["\u0665\u0661\u0662M", "\uff15\uff11\uff12M", "512\u212a", "1\u00a0G"])
+def test_size_only_ascii(bad: str) -> None:
+    """Arabic-Indic and full-width digits, the Kelvin sign (which matches
+    "k" in a case-insensitive Unicode regex) and a no-break space."""
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_size(bad)
 
 
 @given(st.integers(min_value=0, max_value=2**62))
@@ -195,6 +252,14 @@ def test_signal_good(text: object, number: int) -> None:
     "bad", ["SIGFOO", "", "SIG", "SIG_DFL", "TERM!", "SIGRTMAX+1", "RTMIN-1", 0, -1, 65, 1000, "0"]
 )
 def test_signal_bad(bad: object) -> None:
+    with pytest.raises(ValueError, match="signal"):
+        parse_signal(bad)
+
+
+@pytest.mark.parametrize("bad", ["\u0661\u0665", "\uff11\uff15", "\u017figterm", "9" * 5000, "SIGRTMIN+" + "9" * 5000])
+def test_signal_only_ascii(bad: str) -> None:
+    """Arabic-Indic "15".isdigit() is true and int() reads it; the long s
+    (U+017F) upper-cases to "S"."""
     with pytest.raises(ValueError, match="signal"):
         parse_signal(bad)
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,13 +100,14 @@ def test_check_bad_key_and_missing_dir(tree: ConfigTree, tmp_path: Path) -> None
         "error: services/web.toml: service.restart-delay: unknown key"
     )
     assert r.stderr == ""
-    # A missing directory is a warning: a system without config still boots.
+    # A missing directory is an error for check (svmgr boots without one,
+    # with a warning: see tests/test_config_loader.py).
     r = ctl("check", "--config-dir", str(tmp_path / "nope"))
-    assert r.returncode == 0
-    assert (
-        r.stdout.splitlines()[0]
-        == f"warning: {tmp_path / 'nope'}: configuration directory does not exist"
-    )
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [
+        f"error: {tmp_path / 'nope'}: configuration directory does not exist",
+        f"{tmp_path / 'nope'}: 0 services, 1 supervisor; 1 error, 0 warnings",
+    ]
 
 
 def test_check_uses_daemon_plugins(tree: ConfigTree, tmp_path: Path) -> None:
@@ -139,6 +143,132 @@ def test_check_uses_daemon_plugins(tree: ConfigTree, tmp_path: Path) -> None:
         "check", "--config-dir", str(tree.root), path=site, DYNAMOD_DISABLE_PLUGINS="ready-http"
     )
     assert r.returncode == 1 and "unknown readiness type 'http'" in r.stdout
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """dynamodctl run as uid/gid 65534 (the tests run as root, for whom
+    every directory is readable)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DYNAMOD_")}
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "dynamod.ctl.main", *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory user 65534 can reach (pytest's tmp_path is root's only)."""
+    path = Path(tempfile.mkdtemp(prefix="dynamod-check-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_check_directory_problems(tmp_path: Path, public_dir: Path) -> None:
+    """A missing config dir, a file given instead of it, one that cannot be
+    read: errors (exit 1), not the service manager's boot-time warnings."""
+    (tmp_path / "web.toml").write_text('[service]\nname = "web"\nexec = ["/bin/true"]\n')
+    for path, message in [
+        (tmp_path / "nope", "configuration directory does not exist"),
+        (tmp_path / "web.toml", "configuration directory is a file, not a directory "
+                                "(give the directory that holds services/ and supervisors/)"),
+    ]:
+        r = ctl("check", "--config-dir", str(path))
+        assert (r.returncode, r.stderr) == (1, "")
+        assert r.stdout.splitlines()[0] == f"error: {path}: {message}"
+
+    locked = public_dir / "locked"
+    ConfigTree(locked).simple("a", "sleep 1")
+    locked.chmod(0o700)
+    r = as_nobody("check", "--config-dir", str(locked))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.splitlines()[0] == f"error: {locked}: configuration directory cannot be read: Permission denied"
+
+    # Readable, but its services/ (or one file) is not.
+    locked.chmod(0o755)
+    (locked / "services").chmod(0o700)
+    r = as_nobody("check", "--config-dir", str(locked))
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[0] == "error: services/: cannot read directory: Permission denied"
+    (locked / "services").chmod(0o755)
+    (locked / "services" / "a.toml").chmod(0o600)
+    r = as_nobody("check", "--config-dir", str(locked))
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[0] == "error: services/a.toml: cannot read file: Permission denied"
+
+
+def test_check_warns_about_what_the_host_lacks(tree: ConfigTree, tmp_path: Path) -> None:
+    """Programs are resolved as svmgr resolves them (the service's PATH);
+    users and groups looked up. Warnings: the tree may be for another host."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tool").write_text("#!/bin/sh\n")
+    (bin_dir / "tool").chmod(0o755)
+    (bin_dir / "data").write_text("")
+    (bin_dir / "sub").mkdir()
+
+    def service(name: str, body: str) -> None:
+        tree.service(name, f'[service]\nname = "{name}"\n{body}')
+
+    service("missing", 'exec = ["/nonexistent/prog"]\n')
+    service("not-in-path", 'exec = ["no-such-program-here"]\n')
+    service("own-path", f'exec = ["tool"]\nenvironment = {{ PATH = "{bin_dir}" }}\n')
+    service("data", f'exec = ["{bin_dir}/data"]\n')
+    service("dir", f'exec = ["{bin_dir}/sub"]\n')
+    service("stop", 'exec = ["/bin/true"]\n[shutdown]\nstop-exec = ["/nonexistent/stop"]\n')
+    service("who", 'exec = ["/bin/true"]\n[service.user]\nuser = "no-such-user-here"\n'
+                   'group = "no-such-group-here"\nsupplementary-groups = ["root", 4242, "nor-this-one"]\n')
+    service("ids", 'exec = ["/bin/true"]\n[service.user]\nuser = 0\ngroup = 4242\n')
+    service("uid", 'exec = ["/bin/true"]\n[service.user]\nuser = 4000000\n')
+    r = ctl("check", "--config-dir", str(tree.root))
+    assert (r.returncode, r.stderr) == (0, ""), r.stdout
+    lines = r.stdout.splitlines()
+    path = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert lines[:-1] == [
+        f"warning: services/data.toml: service.exec[0]: executable {bin_dir}/data not executable",
+        f"warning: services/dir.toml: service.exec[0]: executable {bin_dir}/sub is a directory",
+        "warning: services/missing.toml: service.exec[0]: executable /nonexistent/prog not found",
+        f"warning: services/not-in-path.toml: service.exec[0]: executable 'no-such-program-here' "
+        f"not found in PATH ({path})",
+        "warning: services/stop.toml: shutdown.stop-exec[0]: executable /nonexistent/stop not found",
+        "warning: services/uid.toml: service.user.user: unknown user '4000000' on this host",
+        "warning: services/who.toml: service.user.user: unknown user 'no-such-user-here' on this host",
+        "warning: services/who.toml: service.user.group: unknown group 'no-such-group-here' on this host",
+        "warning: services/who.toml: service.user.supplementary-groups[2]: "
+        "unknown group 'nor-this-one' on this host",
+    ]
+    assert lines[-1] == f"{tree.root}: 9 services, 1 supervisor; 0 errors, 9 warnings"
+
+
+def test_check_json(tree: ConfigTree, tmp_path: Path) -> None:
+    tree.service("web", '[service]\nname = "web"\nexec = ["/nonexistent/web"]\n\n'
+                        '[restart]\ndelay = "fast"\n')
+    tree.service("bad", "[service\n")
+    site = tmp_path / "site"
+    make_dist(site, "broken-plugin", "dynamod", "broken_plugin", "raise RuntimeError('no')\n")
+    r = ctl("check", "--config-dir", str(tree.root), "--json", path=site)
+    assert (r.returncode, r.stderr) == (1, "")
+    findings = [json.loads(line) for line in r.stdout.splitlines()]
+    assert findings[0]["file"] == "<plugins>" and findings[0]["line"] is None
+    assert findings[0]["severity"] == "warning" and "broken-plugin" in findings[0]["message"]
+    assert findings[1:] == [
+        {"severity": "error", "file": "services/bad.toml", "key": "", "line": 1,
+         "message": findings[1]["message"]},
+        {"severity": "error", "file": "services/web.toml", "key": "restart.delay", "line": 6,
+         "message": "invalid duration 'fast' (examples: 500ms, 10s, 2m)"},
+    ]
+    assert findings[1]["message"].startswith("invalid TOML: ")
+    # Refused web: no host warning for a service that is not loaded; with
+    # the error fixed, the warning has its line too.
+    tree.service("web", '[service]\nname = "web"\nexec = ["/nonexistent/web"]\n')
+    tree.remove("bad")
+    r = ctl("check", "--config-dir", str(tree.root), "--json")
+    assert r.returncode == 0
+    assert [json.loads(line) for line in r.stdout.splitlines()] == [
+        {"severity": "warning", "file": "services/web.toml", "key": "service.exec[0]", "line": 3,
+         "message": "executable /nonexistent/web not found"},
+    ]
 
 
 # --- plugins and CLI extensions ----------------------------------------------
@@ -214,7 +344,8 @@ def test_plugin_cannot_replace_builtin(tmp_path: Path) -> None:
         """,
     )
     make_dist(site, "ctl-hello", "dynamodctl", "ctl_hello", HELLO)
-    r = ctl("check", "--config-dir", str(tmp_path / "none"), path=site)
+    (tmp_path / "empty").mkdir()
+    r = ctl("check", "--config-dir", str(tmp_path / "empty"), path=site)
     assert "evil" not in r.stdout and r.returncode == 0
     r = ctl("plugins", "--json", path=site)
     report = json.loads(r.stdout)

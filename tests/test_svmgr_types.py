@@ -83,7 +83,7 @@ def test_oneshot_start_timeout_with_restart_policy_retries(tree, svmgr, tmp_path
         "slow",
         f"echo run >> {runs}; exec sleep 5",
         type="oneshot",
-        extra='[readiness]\ntimeout = "200ms"\n[restart]\ndelay = "100ms"\nmax-restarts = 1\n',
+        extra='[readiness]\ntimeout = "200ms"\n[restart]\npolicy = "permanent"\ndelay = "100ms"\nmax-restarts = 1\n',
     )
     mgr = svmgr(args=BARE)
     info = mgr.wait_state("slow", "failed", timeout=5)

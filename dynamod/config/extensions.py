@@ -3,7 +3,7 @@
 The loader consults an :class:`Extensions` to know which readiness types and
 which plugin-owned tables exist. ``KNOWN_PROVIDERS`` only serves error
 messages: when a config uses a well-known name whose plugin is not installed,
-the message says which distribution to install.
+the message says which distribution to install, and from where.
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ KNOWN_PROVIDERS = {
     ("readiness", "fd"): "dynamod-readiness",
     ("section", "cgroup"): "dynamod-isolation",
     ("section", "namespace"): "dynamod-isolation",
+}
+# Where each distribution lives in this repository: no package index has
+# them, so the hint says how to install from a checkout (``./scripts/setup``
+# installs them all).
+PLUGIN_DIRS = {
+    "dynamod-readiness": "plugins/readiness",
+    "dynamod-isolation": "plugins/isolation",
 }
 
 BUILTIN = "dynamod"
@@ -56,7 +63,8 @@ class Extensions:
         dist = KNOWN_PROVIDERS.get((kind, name))
         what = f"readiness type {name!r}" if kind == "readiness" else f"section [{name}]"
         if dist:
-            return f"{what} needs the {dist} plugin: pip install {dist}"
+            return (f"{what} needs the {dist} plugin, which is not loaded; install it from "
+                    f"this repository: .venv/bin/uv pip install -e {PLUGIN_DIRS[dist]}")
         installed = ", ".join(self.plugins) or "none"
         if kind == "readiness":
             known = ", ".join(sorted(self.readiness))

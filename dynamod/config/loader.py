@@ -1,26 +1,38 @@
 """Loading and validating a configuration directory.
 
-``load_config`` never raises for a configuration problem: it collects every
-diagnostic (so ``dynamodctl check`` shows all of them at once) and returns
-what is usable. The returned :class:`SystemConfig` is structurally sound:
-every service's supervisor is in ``supervisors`` and every supervisor's
-parent chain reaches ``root``. A service or supervisor whose own file has an
-error, or whose supervisor is missing or broken, is left out; its errors are
-in ``diagnostics``. Dependencies on missing services and dependency cycles
-are reported but not removed: the service manager treats them at run time.
+``load_config`` never raises, whatever the directory holds: it collects
+every diagnostic (so ``dynamodctl check`` shows all of them at once) and
+returns what is usable. Each file is read and parsed by
+:mod:`dynamod.config.source` (regular files only, bounded, every parser
+failure a diagnostic) and validated inside a guard, so a bug triggered by
+one file is an error of that file, not a crash of the service manager.
+
+The returned :class:`SystemConfig` is structurally sound: every service's
+supervisor is in ``supervisors`` and every supervisor's parent chain
+reaches ``root``. A service whose own file has an error, or whose
+supervisor is missing or broken, is not in ``services`` but in ``refused``,
+with the reasons; references to it resolve (they are not "unknown"). A
+supervisor with an error is left out (``root`` then runs with its
+defaults). Dependencies on missing services and dependency cycles are
+reported but not removed: the service manager treats them at run time.
+
+Every pass is linear in the size of the tree and iterative.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from dynamod.config import graph
 from dynamod.config.extensions import Extensions, builtin_extensions
 from dynamod.config.model import (
     FAILURE_ACTIONS,
+    MAX_RESTARTS,
     RESTART_POLICIES,
     ROOT_SUPERVISOR,
     SERVICE_TYPES,
@@ -29,13 +41,15 @@ from dynamod.config.model import (
     DependencyConfig,
     Diagnostic,
     ReadinessConfig,
+    RefusedService,
     RestartConfig,
     ServiceConfig,
     ShutdownConfig,
     SupervisorConfig,
     SystemConfig,
 )
-from dynamod.config.schema import Reporter, Table, check_name
+from dynamod.config.schema import NAME_RE, Reporter, Table, check_name
+from dynamod.config.source import MAX_FILE_SIZE, SourceError, parse, read_text, value_problems
 from dynamod.config.units import type_name
 
 if TYPE_CHECKING:
@@ -47,34 +61,49 @@ BUILTIN_SOURCE = "<builtin>"
 _DEP_KEYS = ("requires", "wants", "after", "before")
 
 
-def load_config(config_dir: str | Path, extensions: Extensions | None = None) -> SystemConfig:
+def load_config(
+    config_dir: str | Path,
+    extensions: Extensions | None = None,
+    *,
+    strict_dir: bool = False,
+    host_checks: bool = False,
+) -> SystemConfig:
     """Load ``<config_dir>/services/*.toml`` and ``supervisors/*.toml`` plus the
     plugin-contributed service definitions, and validate them as one system.
 
     ``extensions=None`` means only what the host has built in (readiness
     type ``none``, no plugin tables). Problems never raise: they are in the
-    result's ``diagnostics``; use :func:`check_or_raise` to insist on none."""
+    result's ``diagnostics``; use :func:`check_or_raise` to insist on none.
+
+    ``strict_dir``: a missing configuration directory, or a path that is
+    not a directory, is an error (``dynamodctl check``) rather than a
+    warning (the service manager boots without configuration).
+    ``host_checks``: also warn about what this host lacks (programs, users,
+    groups: :mod:`dynamod.config.hostcheck`)."""
     ext = extensions if extensions is not None else builtin_extensions()
     diags: list[Diagnostic] = [Diagnostic(PLUGINS_SOURCE, "", p) for p in ext.problems]
     # os.path, not pathlib: pathlib (with urllib.parse and ipaddress) would
     # cost svmgr ~4 ms and 0.7 MB at every start for a directory listing.
     root = os.fspath(config_dir)
-    if not os.path.isdir(root):
-        # A warning, not an error: a system with no configuration still boots
-        # (root supervisor only), but `dynamodctl check` shows the typo.
-        problem = "is not a directory" if os.path.exists(root) else "does not exist"
-        diags.append(Diagnostic(root, "", f"configuration directory {problem}", "warning"))
-    sup_docs = list(_read_dir(root, "supervisors", diags))
-    svc_docs = _service_documents(root, ext, diags)
+    readable = _check_root(root, strict_dir, diags)
+    sup_docs = _read_dir(root, "supervisors", diags) if readable else []
+    svc_docs = _service_documents(root if readable else None, ext, diags)
 
     supervisors = _load_supervisors(sup_docs, diags)
     services = _load_services(svc_docs, ext, diags)
     _check_supervision(services, supervisors, diags)
     _check_dependencies(services, diags)
+    loaded = {s.name: s for s in services.loaded}
+    if host_checks:
+        from dynamod.config.hostcheck import host_problems
+
+        diags.extend(host_problems(loaded.values()))
+    _locate(diags, sup_docs + svc_docs)
     return SystemConfig(
-        services={s.name: s for s in services.loaded},
+        services=loaded,
         supervisors=supervisors.usable,
         diagnostics=diags,
+        refused=services.refused(loaded),
     )
 
 
@@ -92,84 +121,166 @@ def check_or_raise(cfg: SystemConfig) -> SystemConfig:
 
 
 class _Document:
-    __slots__ = ("data", "source", "stem")
+    __slots__ = ("data", "problem", "source", "stem", "text")
 
-    def __init__(self, source: str, data: dict[str, Any], stem: str) -> None:
-        self.source = source  # "services/web.toml" or "<plugin NAME>:NAME"
-        self.data = data
+    def __init__(self, src: str, stem: str) -> None:
+        self.source = src  # "services/web.toml" or "<plugin NAME>:NAME"
         self.stem = stem  # file name without .toml, for override matching
+        self.text: str | None = None
+        self.data: dict[str, Any] | None = None  # None when it could not be read
+        self.problem: SourceError | None = None
+
+    def load(self, text: str) -> None:
+        self.text = text
+        self.data = parse(text)
 
 
-def _read_dir(root: str, sub: str, diags: list[Diagnostic]) -> Iterator[_Document]:
+def _document(src: str, stem: str, read: Callable[[], str]) -> _Document:
+    """A document whose reading problem, if any, is kept for its reporter."""
+    doc = _Document(src, stem)
+    try:
+        doc.load(read())
+    except SourceError as exc:
+        doc.problem = exc
+    return doc
+
+
+def _check_root(root: str, strict: bool, diags: list[Diagnostic]) -> bool:
+    """Whether the configuration directory can be listed; a problem with it
+    is a diagnostic (an error when it exists but cannot be read)."""
+    severity = "error" if strict else "warning"
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        diags.append(Diagnostic(root, "", "configuration directory does not exist", severity))
+        return False
+    except OSError as exc:
+        diags.append(Diagnostic(root, "", f"configuration directory cannot be read: {exc.strerror}"))
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        # A warning for the service manager: a system with no configuration
+        # still boots (root supervisor only), but `check` shows the typo.
+        what = "a file, not a directory" if stat.S_ISREG(st.st_mode) else "not a directory"
+        diags.append(Diagnostic(
+            root, "", f"configuration directory is {what} (give the directory that holds "
+            "services/ and supervisors/)", severity,
+        ))
+        return False
+    try:
+        os.listdir(root)
+    except OSError as exc:
+        diags.append(Diagnostic(root, "", f"configuration directory cannot be read: {exc.strerror}"))
+        return False
+    return True
+
+
+def _read_dir(root: str, sub: str, diags: list[Diagnostic]) -> list[_Document]:
     folder = os.path.join(root, sub)
     try:
         names = os.listdir(folder)
-    except OSError:  # missing, or not a directory
-        return
+    except FileNotFoundError:
+        return []  # optional
+    except OSError as exc:  # a file named services, no permission, I/O error
+        diags.append(Diagnostic(f"{sub}/", "", f"cannot read directory: {exc.strerror or exc}"))
+        return []
     # Dotfiles are editor leftovers (emacs' lock file .#web.toml, for one).
-    for name in sorted(n for n in names if n.endswith(".toml") and not n.startswith(".")):
-        source = f"{sub}/{name}"
-        try:
-            with open(os.path.join(folder, name), "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            diags.append(Diagnostic(source, "", f"cannot read file: {exc.strerror or exc}"))
-            continue
-        except tomllib.TOMLDecodeError as exc:
-            diags.append(Diagnostic(source, "", f"invalid TOML: {exc}"))
-            continue
-        except UnicodeDecodeError as exc:
-            diags.append(Diagnostic(source, "", f"file is not UTF-8: {exc.reason} at byte {exc.start}"))
-            continue
-        yield _Document(source, data, name[: -len(".toml")])
+    return [
+        _document(f"{sub}/{name}", name[: -len(".toml")], partial(read_text, os.path.join(folder, name)))
+        for name in sorted(n for n in names if n.endswith(".toml") and not n.startswith("."))
+    ]
 
 
-def _declared_name(data: dict[str, Any], table: str) -> str | None:
-    section = data.get(table)
+def _declared_name(data: dict[str, Any] | None, table: str) -> str | None:
+    section = data.get(table) if data is not None else None
     if isinstance(section, dict) and isinstance(section.get("name"), str):
         return section["name"]
     return None
 
 
-def _service_documents(root: str, ext: Extensions, diags: list[Diagnostic]) -> list[_Document]:
+def _service_documents(root: str | None, ext: Extensions, diags: list[Diagnostic]) -> list[_Document]:
     """Plugin definitions that no file overrides, then the files.
 
     A file overrides a plugin definition when it declares the same service
     name or is named ``services/NAME.toml``; the override is silent (that is
-    how an administrator customises a plugin's service)."""
-    files = list(_read_dir(root, "services", diags))
+    how an administrator customises a plugin's service). A file that cannot
+    be read still overrides by its name: the administrator's service is
+    refused, not quietly replaced by the plugin's."""
+    files = _read_dir(root, "services", diags) if root is not None else []
     overridden = {d.stem for d in files}
     overridden.update(n for d in files if (n := _declared_name(d.data, "service")))
 
     docs: list[_Document] = []
     first_by_name: dict[str, str] = {}
     for definition, plugin in ext.definitions:
-        source = f"<plugin {plugin}>:{definition.name}"
-        try:
-            data = tomllib.loads(definition.text)
-        except tomllib.TOMLDecodeError as exc:
-            if definition.name not in overridden:
-                diags.append(Diagnostic(source, "", f"invalid TOML: {exc}"))
+        if definition.name in overridden:
             continue
-        name = _declared_name(data, "service") or definition.name
-        if name in overridden or definition.name in overridden:
+        src = f"<plugin {plugin}>:{definition.name}"
+        doc = _document(src, definition.name, partial(_checked_text, definition.text))
+        name = _declared_name(doc.data, "service") or definition.name
+        if name in overridden:
             continue
         if name != definition.name:
             diags.append(Diagnostic(
-                source, "service.name",
+                src, "service.name",
                 f"definition {definition.name!r} declares service name {name!r}", "warning",
             ))
         if name in first_by_name:
             diags.append(Diagnostic(
-                source, "service.name",
+                src, "service.name",
                 f"service {name!r} is also defined by {first_by_name[name]}; "
                 f"two plugins cannot define one service (a file services/{name}.toml "
                 "in the config directory can replace both)",
             ))
             continue
-        first_by_name[name] = source
-        docs.append(_Document(source, data, definition.name))
+        first_by_name[name] = src
+        docs.append(doc)
     return docs + files
+
+
+def _checked_text(text: object) -> str:
+    # A plugin's definition is held to the file limits too.
+    if not isinstance(text, str):
+        raise SourceError(f"definition text is {type_name(text)}, not a string")
+    if len(text) > MAX_FILE_SIZE:
+        raise SourceError(f"definition is too large (at most {MAX_FILE_SIZE} bytes)")
+    return text
+
+
+def _open(doc: _Document, rep: Reporter) -> dict[str, Any] | None:
+    """The document's data, after reporting why it has none or what no
+    value may hold (NUL characters, integers beyond 64 bits, deep nesting)."""
+    if doc.problem is not None:
+        rep.error("", doc.problem.message, line=doc.problem.line)
+        return None
+    assert doc.data is not None
+    for key, message in value_problems(doc.data):
+        rep.error(key, message)
+    return doc.data
+
+
+def _guarded(parse: Any, data: dict[str, Any], rep: Reporter, *args: Any) -> Any:
+    """Run one document's validation; an exception in it (a bug) is an
+    error of that file, never a crash of the caller."""
+    try:
+        return parse(data, rep, *args)
+    except Exception as exc:
+        rep.error("", f"could not be validated: {type(exc).__name__}: {exc} "
+                  "(a bug in dynamod; please report it)")
+        return None
+
+
+def _locate(diags: list[Diagnostic], docs: list[_Document]) -> None:
+    """Fill in the line of every diagnostic that names a key of a document."""
+    texts = {d.source: d.text for d in docs if d.text is not None}
+    index: dict[str, Any] = {}
+    for i, d in enumerate(diags):
+        if d.line is not None or not d.key or d.file not in texts:
+            continue
+        if d.file not in index:
+            from dynamod.config.lines import KeyLines  # the error path only
+
+            index[d.file] = KeyLines(texts[d.file])
+        diags[i] = replace(d, line=index[d.file].line_of(d.key))
 
 
 # ---------------------------------------------------------------------------
@@ -189,11 +300,14 @@ class _Supervisors:
 
 def _load_supervisors(docs: list[_Document], diags: list[Diagnostic]) -> _Supervisors:
     sups = _Supervisors()
+    unnamed: list[_Document] = []
     for doc in docs:
         rep = Reporter(diags, doc.source)
-        cfg = _parse_supervisor(doc.data, rep)
+        data = _open(doc, rep)
+        cfg = _guarded(_parse_supervisor, data, rep) if data is not None else None
         name = rep.declared_name
         if name is None:
+            unnamed.append(doc)
             continue
         if name in sups.declared:
             rep.error("supervisor.name", f"duplicate supervisor name {name!r} "
@@ -204,9 +318,20 @@ def _load_supervisors(docs: list[_Document], diags: list[Diagnostic]) -> _Superv
             sups.parsed[name] = cfg
             if not rep.failed:
                 sups.loaded[name] = cfg
-    if ROOT_SUPERVISOR not in sups.declared:
-        root = SupervisorConfig(ROOT_SUPERVISOR, source=BUILTIN_SOURCE)
-        sups.declared[ROOT_SUPERVISOR] = BUILTIN_SOURCE
+    # A file whose name could not be read still declares its stem, so that
+    # what refers to it is "under a broken supervisor", not "unknown".
+    for doc in unnamed:
+        if NAME_RE.fullmatch(doc.stem) and doc.stem not in sups.declared:
+            sups.declared[doc.stem] = doc.source
+    if ROOT_SUPERVISOR not in sups.loaded:
+        # Without root nothing runs: a broken root.toml (reported) leaves the
+        # defaults in force rather than a system with no services.
+        root = SupervisorConfig(ROOT_SUPERVISOR, source=sups.declared.get(ROOT_SUPERVISOR, BUILTIN_SOURCE))
+        if ROOT_SUPERVISOR in sups.declared:
+            Reporter(diags, root.source).warning(
+                "supervisor", "the root supervisor's file has errors: root runs with the defaults"
+            )
+        sups.declared.setdefault(ROOT_SUPERVISOR, BUILTIN_SOURCE)
         sups.parsed[ROOT_SUPERVISOR] = sups.loaded[ROOT_SUPERVISOR] = root
 
     # Parents are resolved only now, after every file is read, so that file
@@ -215,20 +340,28 @@ def _load_supervisors(docs: list[_Document], diags: list[Diagnostic]) -> _Superv
         if cfg.parent is not None and cfg.parent not in sups.declared:
             Reporter(diags, cfg.source).error(
                 "supervisor.parent",
-                f"unknown parent supervisor {cfg.parent!r} "
-                f"(known: {', '.join(sorted(sups.declared))})",
+                f"unknown parent supervisor {cfg.parent!r} (known: {_known(sups.declared)})",
             )
     parents = {n: {c.parent} if c.parent in sups.parsed else set() for n, c in sups.parsed.items()}
     for cycle in graph.find_cycles(parents):
         Reporter(diags, sups.parsed[cycle[0]].source).error(
             "supervisor.parent", "supervisor cycle: " + " -> ".join(cycle)
         )
-    sups.usable = {n: c for n, c in sups.loaded.items() if n in _rooted(sups.loaded)}
+    rooted = _rooted(sups.loaded)
+    sups.usable = {n: c for n, c in sups.loaded.items() if n in rooted}
     return sups
 
 
+def _known(names: dict[str, str], limit: int = 20) -> str:
+    """A bounded list for "known: ..." hints (a tree may have thousands)."""
+    known = sorted(names)
+    more = f" and {len(known) - limit} more" if len(known) > limit else ""
+    return ", ".join(known[:limit]) + more
+
+
 def _rooted(loaded: dict[str, SupervisorConfig]) -> set[str]:
-    """Supervisors whose parent chain reaches root through loaded supervisors."""
+    """Supervisors whose parent chain reaches root through loaded supervisors.
+    Each supervisor is walked once (chains are cut at the first known one)."""
     good: set[str] = {ROOT_SUPERVISOR} if ROOT_SUPERVISOR in loaded else set()
     bad: set[str] = set()
     for start in loaded:
@@ -243,6 +376,42 @@ def _rooted(loaded: dict[str, SupervisorConfig]) -> set[str]:
             node = loaded[node].parent
         (good if node in good else bad).update(chain)
     return good
+
+
+def _unusable_reasons(sups: _Supervisors) -> dict[str, str]:
+    """For each declared supervisor that is not usable, why: the first
+    supervisor up its parent chain that could not be loaded (or the cycle).
+    Linear: a chain is walked until a supervisor whose reason is known."""
+    reasons: dict[str, str] = {}
+    for start in sups.declared:
+        if start in sups.usable or start in reasons:
+            continue
+        chain: list[str] = []
+        seen: set[str] = set()
+        node: str | None = start
+        why = ""
+        while node is not None:
+            if node in reasons:
+                why = reasons[node]
+                break
+            if node in seen:
+                why = f"supervisor {node!r} is on a cycle of parents"
+                break
+            cfg = sups.loaded.get(node)
+            if cfg is None:
+                where = sups.declared.get(node)
+                why = (f"supervisor {node!r} was refused (see {where})" if where
+                       else f"supervisor {node!r} does not exist")
+                break
+            if node in sups.usable:  # cannot happen for an unusable start
+                break
+            seen.add(node)
+            chain.append(node)
+            node = cfg.parent
+        chain.append(start)
+        for name in chain:
+            reasons.setdefault(name, why)
+    return reasons
 
 
 def _parse_supervisor(data: dict[str, Any], rep: Reporter) -> SupervisorConfig | None:
@@ -271,7 +440,7 @@ def _parse_supervisor(data: dict[str, Any], rep: Reporter) -> SupervisorConfig |
     sup.finish()
     max_restarts, window = 5, 60.0
     if restart is not None:
-        max_restarts = restart.integer("max-restarts", 5, minimum=0)
+        max_restarts = restart.integer("max-restarts", 5, minimum=0, maximum=MAX_RESTARTS)
         window = restart.duration("max-restart-window", 60.0, positive=True)
         restart.finish()
     if rep.declared_name is None:
@@ -288,37 +457,77 @@ def _parse_supervisor(data: dict[str, Any], rep: Reporter) -> SupervisorConfig |
 # ---------------------------------------------------------------------------
 
 
+class _Entry:
+    """One service document that declared a name (or gave its stem)."""
+
+    __slots__ = ("cfg", "notes", "rep", "source")
+
+    def __init__(self, src: str, rep: Reporter, cfg: ServiceConfig | None) -> None:
+        self.source = src
+        self.rep = rep  # its own errors are rep.errors
+        self.cfg = cfg  # what could be parsed, errors or not
+        self.notes: list[str] = []  # why it is refused beyond its own errors
+
+
 class _Services:
     def __init__(self) -> None:
-        self.declared: dict[str, str] = {}  # name -> source
+        self.declared: dict[str, str] = {}  # name -> source (stems included)
+        self.entries: dict[str, _Entry] = {}
         self.parsed: list[ServiceConfig] = []  # errors or not
         self.loaded: list[ServiceConfig] = []  # without errors
+
+    def refused(self, loaded: dict[str, ServiceConfig]) -> dict[str, RefusedService]:
+        out: dict[str, RefusedService] = {}
+        for name, entry in self.entries.items():
+            if name in loaded:
+                continue
+            cfg = entry.cfg
+            errors = [f"{d.location}: {d.message}" for d in entry.rep.errors] + entry.notes
+            out[name] = RefusedService(
+                name=name, source=entry.source, errors=tuple(errors),
+                dependencies=cfg.dependencies if cfg is not None else DependencyConfig(),
+                supervisor=cfg.supervisor if cfg is not None and cfg.supervisor else None,
+            )
+        return out
 
 
 def _load_services(docs: list[_Document], ext: Extensions, diags: list[Diagnostic]) -> _Services:
     out = _Services()
+    unnamed: list[tuple[_Document, Reporter, ServiceConfig | None]] = []
     for doc in docs:
         rep = Reporter(diags, doc.source)
-        cfg = _parse_service(doc.data, rep, ext)
+        data = _open(doc, rep)
+        cfg = _guarded(_parse_service, data, rep, ext) if data is not None else None
         name = rep.declared_name
         if name is None:
+            unnamed.append((doc, rep, cfg))
             continue
         if name in out.declared:
             rep.error("service.name", f"duplicate service name {name!r} "
                       f"(also defined in {out.declared[name]})")
+            if (first := out.entries.get(name)) is not None:
+                first.notes.extend(f"{d.location}: {d.message}" for d in rep.errors)
             continue
         out.declared[name] = doc.source
+        out.entries[name] = _Entry(doc.source, rep, cfg)
         if cfg is not None:
             out.parsed.append(cfg)
             if not rep.failed:
                 out.loaded.append(cfg)
+    # No valid name: the service is known by its file's stem (services/x.toml
+    # is "x" by convention), so that it is shown as refused and what
+    # requires it is blocked rather than told "unknown service".
+    for doc, rep, cfg in unnamed:
+        if NAME_RE.fullmatch(doc.stem) and doc.stem not in out.declared:
+            out.declared[doc.stem] = doc.source
+            out.entries[doc.stem] = _Entry(doc.source, rep, cfg)
     return out
 
 
 _SERVICE_TABLES = ("service", "restart", "readiness", "dependencies", "shutdown")
 
 
-def _parse_service(data: dict[str, Any], rep: Reporter, ext: Extensions) -> ServiceConfig | None:
+def _parse_service(data: dict[str, Any], rep: Reporter, ext: Extensions) -> ServiceConfig:
     doc = Table(rep, "", data)
     svc_t = doc.table("service", required=True)
     restart_t = doc.table("restart")
@@ -347,17 +556,17 @@ def _parse_service(data: dict[str, Any], rep: Reporter, ext: Extensions) -> Serv
     user, group, groups = _user(svc)
     svc.finish()
 
-    restart = _restart(restart_t)
+    restart = _restart(restart_t, stype)
     readiness = _readiness(readiness_t, stype, rep, ext)
     dependencies = _dependencies(deps_t)
     shutdown = _shutdown(shutdown_t)
 
-    # Returned even with errors (the caller drops it): its references are
-    # still checked against the whole system.
-    if rep.declared_name is None:
-        return None
+    # Returned even with errors and without a name (the caller drops it):
+    # its references are still checked against the whole system, and its
+    # dependencies are kept for the refused service.
     return ServiceConfig(
-        name=rep.declared_name, exec=exec_ or (), source=rep.file, type=stype, supervisor=supervisor,
+        name=rep.declared_name or "", exec=exec_ or (), source=rep.file, type=stype,
+        supervisor=supervisor,
         description=description, enabled=enabled, workdir=workdir,
         environment=environment, environment_file=env_files,
         user=user, group=group, supplementary_groups=groups, pid_file=pid_file,
@@ -449,18 +658,20 @@ def _user(svc: Table) -> tuple[str | None, str | None, tuple[str, ...]]:
         return None, None, ()
     user = ut.ident("user")
     group = ut.ident("group")
-    groups = ut.strings("supplementary-groups", allow_int=True) or ()
+    groups = ut.idents("supplementary-groups")
     ut.finish()
     return user, group, groups
 
 
-def _restart(t: Table | None) -> RestartConfig:
+def _restart(t: Table | None, stype: str) -> RestartConfig:
+    # No policy given: None, resolved by ServiceConfig from the type
+    # (oneshot: temporary, others: permanent; see default_restart_policy).
     if t is None:
         return RestartConfig()
     cfg = RestartConfig(
-        policy=t.choice("policy", RESTART_POLICIES, "permanent"),
+        policy=t.choice("policy", RESTART_POLICIES, "") or None,
         delay=t.duration("delay", 1.0),
-        max_restarts=t.integer("max-restarts", 5, minimum=0),
+        max_restarts=t.integer("max-restarts", 5, minimum=0, maximum=MAX_RESTARTS),
         max_restart_window=t.duration("max-restart-window", 60.0, positive=True),
     )
     t.finish()
@@ -473,7 +684,11 @@ def _readiness(t: Table | None, stype: str, rep: Reporter, ext: Extensions) -> R
         rtype, timeout, given = default, 30.0, False
     else:
         given = "type" in t.data
-        rtype = t.string("type", default) or default
+        rtype = t.string("type", default)
+        if rtype is None or rtype == "":
+            if rtype == "":
+                rep.error("readiness.type", f"must not be empty (leave it out for the default, {default!r})")
+            rtype = default
         timeout = t.duration("timeout", 30.0, positive=True)
     # Where to point when the type is wrong: the key if written, else the
     # service type that implied it.
@@ -527,20 +742,28 @@ def _shutdown(t: Table | None) -> ShutdownConfig:
 
 def _check_supervision(services: _Services, sups: _Supervisors, diags: list[Diagnostic]) -> None:
     """Unknown supervisors are errors; services under a supervisor that could
-    not be loaded are dropped so that the result stays structurally sound."""
+    not be loaded are left out (refused, with the reason) so that the result
+    stays structurally sound."""
+    unusable = _unusable_reasons(sups)
     for svc in services.parsed:
+        entry = services.entries[svc.name]
         if svc.supervisor not in sups.declared:
-            Reporter(diags, svc.source).error(
+            entry.rep.error(
                 "service.supervisor",
-                f"unknown supervisor {svc.supervisor!r} (known: {', '.join(sorted(sups.declared))})",
+                f"unknown supervisor {svc.supervisor!r} (known: {_known(sups.declared)})",
             )
+        elif svc.supervisor in unusable:
+            why = unusable[svc.supervisor]
+            if not why.startswith(f"supervisor {svc.supervisor!r} "):
+                why = f"supervisor {svc.supervisor!r} cannot run: {why}"
+            entry.notes.append(f"{svc.source}: service.supervisor: not started: {why}")
     services.loaded = [s for s in services.loaded if s.supervisor in sups.usable]
 
 
 def _check_dependencies(services: _Services, diags: list[Diagnostic]) -> None:
     by_name = {s.name: s for s in services.parsed}
     for svc in services.parsed:
-        rep = Reporter(diags, svc.source)
+        rep = services.entries[svc.name].rep
         for key in _DEP_KEYS:
             for i, dep in enumerate(getattr(svc.dependencies, key)):
                 if dep in services.declared:

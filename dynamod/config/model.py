@@ -11,7 +11,7 @@ same process the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SERVICE_TYPES = ("simple", "oneshot", "forking", "notify")
@@ -23,11 +23,25 @@ STRATEGIES = ("one-for-one", "one-for-all", "rest-for-one")
 # "exit": stop everything, svmgr exits 3; "none": log only.
 FAILURE_ACTIONS = ("emergency", "poweroff", "reboot", "halt", "exit", "none")
 ROOT_SUPERVISOR = "root"
+# The largest max-restarts of a service or supervisor: its restart times are
+# kept in memory, and it is sent over the control socket.
+MAX_RESTARTS = 10_000
+
+
+def default_restart_policy(service_type: str) -> str:
+    """The restart policy of a service whose config does not name one: a
+    oneshot is a task that ran (retrying a failed one is a choice its
+    config makes), every other type a daemon that is meant to stay up."""
+    return "temporary" if service_type == "oneshot" else "permanent"
 
 
 @dataclass(frozen=True)
 class RestartConfig:
-    policy: str = "permanent"
+    """``policy=None`` means "not given": the :class:`ServiceConfig` holding
+    it replaces it by :func:`default_restart_policy` of its type, so
+    ``ServiceConfig.restart.policy`` is always one of RESTART_POLICIES."""
+
+    policy: str | None = None
     delay: float = 1.0
     max_restarts: int = 5
     max_restart_window: float = 60.0
@@ -83,6 +97,17 @@ class ServiceConfig:
     # plugin that registered the section; kept raw under their TOML names.
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.restart.policy is None:
+            # Frozen: the resolved policy is set once, at construction.
+            resolved = replace(self.restart, policy=default_restart_policy(self.type))
+            object.__setattr__(self, "restart", resolved)
+
+    @property
+    def restart_policy(self) -> str:
+        """The effective restart policy (never None)."""
+        return self.restart.policy or default_restart_policy(self.type)
+
     def order_deps(self) -> set[str]:
         """Services this one starts after when both are starting (requires,
         wants and after; ``before`` edges are added by the graph)."""
@@ -106,18 +131,50 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class RefusedService:
+    """A service file (or plugin definition) that was refused: the service
+    exists, but cannot run until its config is fixed.
+
+    ``name`` is the declared name, or the file's stem when no valid name
+    could be read. ``errors`` are the reasons, each ``FILE: KEY: MESSAGE``.
+    ``dependencies`` and ``supervisor`` are what could be parsed of them
+    (empty and None when nothing could), so that what it requires, and what
+    requires it, can still be shown and ordered."""
+
+    name: str
+    source: str
+    errors: tuple[str, ...]
+    dependencies: DependencyConfig = field(default_factory=DependencyConfig)
+    supervisor: str | None = None
+
+
+def printable(text: str) -> str:
+    # Keys and messages quote what was in a file; a control character (an
+    # escape sequence, a NUL) must not reach a terminal or a log raw.
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+@dataclass(frozen=True)
 class Diagnostic:
     """One problem found in the configuration. ``key`` is the dotted TOML key
-    (``restart.delay``) or empty for whole-file problems."""
+    (``restart.delay``) or empty for whole-file problems; ``line`` the line
+    of the file it is on (1-based) where it could be found."""
 
     file: str
     key: str
     message: str
     severity: str = "error"  # or "warning"
+    line: int | None = None
+
+    @property
+    def location(self) -> str:
+        """``FILE: KEY`` (or ``FILE``), printable."""
+        return printable(f"{self.file}: {self.key}" if self.key else self.file)
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.key}" if self.key else self.file
-        return f"{self.severity}: {where}: {self.message}"
+        return f"{self.severity}: {self.location}: {printable(self.message)}"
 
 
 @dataclass
@@ -127,6 +184,9 @@ class SystemConfig:
     services: dict[str, ServiceConfig] = field(default_factory=dict)
     supervisors: dict[str, SupervisorConfig] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Services whose file was refused, by name: never in ``services``, never
+    # silently gone. A dependency on one is kept (and not "unknown").
+    refused: dict[str, RefusedService] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Diagnostic]:

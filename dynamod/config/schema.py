@@ -15,7 +15,10 @@ from typing import Any
 from dynamod.config.model import Diagnostic
 from dynamod.config.units import parse_duration, parse_signal, type_name
 
+MAX_ERRORS_PER_SOURCE = 50
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+IDENT_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.$-]*", re.ASCII)
 
 
 class Reporter:
@@ -28,10 +31,29 @@ class Reporter:
         # The name the source declares, once it is known to be valid; set
         # even when other keys are wrong, so that references to it resolve.
         self.declared_name: str | None = None
+        self.errors: list[Diagnostic] = []  # this source's own, in order
+        self._error_keys: set[str] = set()
 
-    def error(self, key: str, message: str, *, suggest: tuple[str, Iterable[str]] | None = None) -> None:
+    def error(self, key: str, message: str, *, suggest: tuple[str, Iterable[str]] | None = None,
+              line: int | None = None) -> None:
         self.failed = True
-        self.sink.append(Diagnostic(self.file, key, message + _suggestion(suggest)))
+        # One error per key: the value checks of dynamod.config.source and
+        # the table's own would otherwise both report one bad value.
+        if key in self._error_keys:
+            return
+        if key:
+            self._error_keys.add(key)
+        if len(self.errors) >= MAX_ERRORS_PER_SOURCE:
+            # A file of 100,000 unknown keys must not take minutes (each
+            # suggestion runs difflib) nor print 100,000 lines.
+            if len(self.errors) == MAX_ERRORS_PER_SOURCE:
+                self._add(Diagnostic(self.file, "", "more errors in this file are not shown"))
+            return
+        self._add(Diagnostic(self.file, key, message + _suggestion(suggest), line=line))
+
+    def _add(self, diag: Diagnostic) -> None:
+        self.errors.append(diag)
+        self.sink.append(diag)
 
     def warning(self, key: str, message: str) -> None:
         self.sink.append(Diagnostic(self.file, key, message, "warning"))
@@ -134,10 +156,25 @@ class Table:
         if not isinstance(value, str):
             self.error(name, f"expected a string or an integer id, got {type_name(value)}")
             return None
+        return self._ident_name(name, value)
+
+    def _ident_name(self, key: str, value: str) -> str | None:
         if not value:
-            self.error(name, "must not be empty")
+            self.error(key, "must not be empty")
+            return None
+        # ASCII only: the service manager reads an all-digit name as an id,
+        # and "١٢".isdigit() is true too; no spaces or ':' (passwd syntax).
+        if not IDENT_RE.fullmatch(value):
+            self.error(key, f"invalid user or group name {value!r} (ASCII letters, digits "
+                       "and . _ - $, or a numeric id)")
             return None
         return value
+
+    def idents(self, name: str) -> tuple[str, ...]:
+        """An array of user or group names or numeric ids."""
+        values = self.strings(name, allow_int=True) or ()
+        out = [v for i, v in enumerate(values) if self._ident_name(f"{name}[{i}]", v) is not None]
+        return tuple(out) if len(out) == len(values) else ()
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self._take(name, False)
@@ -148,7 +185,8 @@ class Table:
             return default
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
         value = self._take(name, False)
         if value is _MISSING:
             return default
@@ -156,7 +194,10 @@ class Table:
             self.error(name, f"expected an integer, got {type_name(value)}")
             return default
         if minimum is not None and value < minimum:
-            self.error(name, f"must be at least {minimum}, got {value}")
+            self.error(name, f"must be at least {minimum}, got {_short_int(value)}")
+            return default
+        if maximum is not None and value > maximum:
+            self.error(name, f"must be at most {maximum}, got {_short_int(value)}")
             return default
         return value
 
@@ -222,6 +263,11 @@ class Table:
             self.error(f"{name}[0]", "the program must not be empty")
             return None
         return tuple(out) if ok else None
+
+
+def _short_int(value: int) -> str:
+    text = str(value) if -(10**40) < value < 10**40 else f"a {len(str(abs(value)))}-digit number"
+    return text
 
 
 def check_name(table: Table, key: str, name: str) -> bool:

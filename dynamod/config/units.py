@@ -4,6 +4,12 @@ Every parser raises :class:`ValueError` whose message is ready to be shown
 after ``file: key:``; it never mentions the key itself. TOML booleans are
 rejected wherever a number is expected (``bool`` is an ``int`` in Python, but
 ``delay = true`` is a mistake, not one second).
+
+Only ASCII digits, spaces and tabs count here (explicit ``[0-9]`` classes,
+no ``str.isdigit``): Python's ``\\d``, ``float()`` and ``int()`` also read
+Arabic-Indic or full-width digits, which a config must not pass for a
+number. Every value has a maximum (:data:`MAX_DURATION`, :data:`MAX_SIZE`),
+so nothing accepted here can overflow where the service manager uses it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,16 @@ DURATION_EXAMPLES = "examples: 500ms, 10s, 2m"
 SIZE_EXAMPLES = "examples: 64K, 512M, 2G, or a number of bytes"
 SIGNAL_EXAMPLES = "examples: SIGTERM, TERM, 15"
 
+# One year: longer than any timeout or delay means anything, short enough
+# that deadlines (monotonic time + duration) stay exact floats and
+# asyncio's timers never overflow.
+MAX_DURATION = 365 * 86400
+# Sizes are written to kernel interfaces and sent over the control socket
+# as 64-bit signed integers.
+MAX_SIZE = 2**63 - 1
+# Digits kept of a size's fraction ("1.5G"): more than any unit needs.
+_MAX_FRACTION_DIGITS = 18
+
 # Longer unit names first so that "ms" and "min" are not read as "m".
 _DURATION_UNITS: dict[str, tuple[int, int]] = {
     # unit: (multiplier, divisor); dividing keeps "N ms" exactly N / 1000.
@@ -30,15 +46,15 @@ _DURATION_UNITS: dict[str, tuple[int, int]] = {
     "h": (3600, 1),
     "d": (86400, 1),
 }
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*(us|ms|sec|s|min|m|h|d)")
-_PLAIN_NUMBER = re.compile(rf"\s*{_NUMBER}\s*")
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_DURATION_PART = re.compile(rf"[ \t]*({_NUMBER})[ \t]*(us|ms|sec|s|min|m|h|d)")
+_PLAIN_NUMBER = re.compile(rf"[ \t]*{_NUMBER}[ \t]*")
 
 _SIZE_UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-_SIZE = re.compile(r"\s*(\d+)(?:\.(\d+))?\s*([KMGTPE]?)(?:i?B)?\s*", re.IGNORECASE)
+_SIZE = re.compile(r"[ \t]*([0-9]+)(?:\.([0-9]+))?[ \t]*([KMGTPE]?)(?:i?B)?[ \t]*", re.IGNORECASE | re.ASCII)
 _UNLIMITED_WORDS = ("infinity", "max")
 
-_RT_SIGNAL = re.compile(r"RTM(IN|AX)(?:([+-])(\d+))?")
+_RT_SIGNAL = re.compile(r"RTM(IN|AX)(?:([+-])([0-9]{1,3}))?")
 
 
 def type_name(value: object) -> str:
@@ -73,36 +89,49 @@ def parse_duration(value: object) -> float:
     """Seconds from ``"500ms"``, ``"10s"``, ``"2m"``, ``"1h"``, ``"1.5s"``,
     ``"1m30s"`` or a plain number of seconds (TOML number or numeric string).
 
-    Units: us, ms, s (sec), m (min), h, d. Negative and non-finite values are
-    rejected."""
+    Units: us, ms, s (sec), m (min), h, d. Negative and non-finite values
+    and values above :data:`MAX_DURATION` (365d) are rejected."""
     if _is_number(value):
         try:
             seconds = float(value)  # type: ignore[arg-type]
         except OverflowError:
-            raise ValueError(f"duration {value!r} is too large") from None
-        if not math.isfinite(seconds):
-            raise ValueError(f"invalid duration {value!r} ({DURATION_EXAMPLES})")
+            seconds = math.inf
+        if math.isnan(seconds):
+            raise ValueError(f"invalid duration {_quote(value)} ({DURATION_EXAMPLES})")
         if seconds < 0:
-            raise ValueError(f"duration must not be negative, got {value!r}")
-        return seconds
+            raise ValueError(f"duration must not be negative, got {_quote(value)}")
+        return _bounded(seconds, value)
     if not isinstance(value, str):
         raise ValueError(
             f"expected a duration (a string such as '10s' or a number of seconds), "
             f"got {type_name(value)}"
         )
     if _PLAIN_NUMBER.fullmatch(value):
-        return float(value)
-    pos, total, text = 0, 0.0, value.rstrip()
+        return _bounded(float(value), value)
+    pos, total, text = 0, 0.0, value.rstrip(" \t")
     while pos < len(text):
         m = _DURATION_PART.match(text, pos)
         if not m:
-            raise ValueError(f"invalid duration {value!r} ({DURATION_EXAMPLES})")
+            raise ValueError(f"invalid duration {_quote(value)} ({DURATION_EXAMPLES})")
         mul, div = _DURATION_UNITS[m.group(2)]
         total += float(m.group(1)) * mul / div
         pos = m.end()
-    if pos == 0 or not math.isfinite(total):
-        raise ValueError(f"invalid duration {value!r} ({DURATION_EXAMPLES})")
-    return total
+    if pos == 0:
+        raise ValueError(f"invalid duration {_quote(value)} ({DURATION_EXAMPLES})")
+    return _bounded(total, value)
+
+
+def _bounded(seconds: float, value: object) -> float:
+    # Also catches inf: "1e400", a 400-digit number, or a sum that overflowed.
+    if not seconds <= MAX_DURATION:
+        raise ValueError(f"duration {_quote(value)} is too long (at most 365d)")
+    return seconds
+
+
+def _quote(value: object) -> str:
+    """``repr(value)``, cut short: the value may be a 4,000-digit number."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "..." + text[-1]
 
 
 def format_duration(seconds: float) -> str:
@@ -145,25 +174,36 @@ def parse_size(value: object, *, allow_infinity: bool = False) -> int | None:
     ``"infinity"`` and ``"max"`` mean no limit and return ``None``."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
-            raise ValueError(f"size must not be negative, got {value}")
-        return value
+            raise ValueError(f"size must not be negative, got {_quote(value)}")
+        return _size_bounded(value, value)
     if not isinstance(value, str):
         what = "a size (a string such as '512M' or a number of bytes"
         what += ", or 'infinity')" if allow_infinity else ")"
         raise ValueError(f"expected {what}, got {type_name(value)}")
-    if value.strip().lower() in _UNLIMITED_WORDS:
+    if value.strip(" \t").lower() in _UNLIMITED_WORDS:
         if allow_infinity:
             return None
-        raise ValueError(f"{value!r} is not allowed here: a limit is required ({SIZE_EXAMPLES})")
+        raise ValueError(f"{_quote(value)} is not allowed here: a limit is required ({SIZE_EXAMPLES})")
     m = _SIZE.fullmatch(value)
     if not m or (m.group(2) is not None and not m.group(3)):
         # A fraction of a byte means nothing; fractions need a unit.
         extra = ", 'infinity'" if allow_infinity else ""
-        raise ValueError(f"invalid size {value!r} ({SIZE_EXAMPLES}{extra})")
-    whole, frac, unit = m.group(1), m.group(2) or "", m.group(3).upper()
+        raise ValueError(f"invalid size {_quote(value)} ({SIZE_EXAMPLES}{extra})")
+    whole, frac, unit = m.group(1).lstrip("0"), m.group(2) or "", m.group(3).upper()
+    if len(whole) > 20:  # before int(): Python refuses more than 4300 digits
+        raise ValueError(f"size {_quote(value)} is too large (at most {MAX_SIZE} bytes)")
+    if len(frac) > _MAX_FRACTION_DIGITS:
+        raise ValueError(f"size {_quote(value)} has too many decimals")
     mul = 1024 ** _SIZE_UNITS[unit]
     # Integer arithmetic: "1.5G" must be exactly 1610612736, not a float.
-    return int(whole) * mul + (int(frac or "0") * mul) // (10 ** len(frac))
+    size = int(whole or "0") * mul + (int(frac or "0") * mul) // (10 ** len(frac))
+    return _size_bounded(size, value)
+
+
+def _size_bounded(size: int, value: object) -> int:
+    if size > MAX_SIZE:
+        raise ValueError(f"size {_quote(value)} is too large (at most {MAX_SIZE} bytes)")
+    return size
 
 
 def format_size(size: int | None) -> str:
@@ -193,8 +233,10 @@ def parse_signal(value: object) -> int:
         raise ValueError(
             f"expected a signal (a name such as 'SIGTERM' or a number), got {type_name(value)}"
         )
-    text = value.strip()
-    if text.isdigit():
+    text = value.strip(" \t")
+    if not text.isascii():
+        raise ValueError(f"unknown signal {_quote(value)} ({SIGNAL_EXAMPLES})")
+    if text.isdigit() and len(text) <= 3:
         return parse_signal(int(text))
     name = text.upper()
     if name.startswith("SIG"):
@@ -206,10 +248,10 @@ def parse_signal(value: object) -> int:
         num = int(base) + offset
         if signal.SIGRTMIN <= num <= signal.SIGRTMAX:
             return num
-        raise ValueError(f"real-time signal {value!r} is out of range")
+        raise ValueError(f"real-time signal {_quote(value)} is out of range")
     sig = getattr(signal.Signals, "SIG" + name, None) if name.isalnum() else None
     if sig is None:
-        raise ValueError(f"unknown signal {value!r} ({SIGNAL_EXAMPLES})")
+        raise ValueError(f"unknown signal {_quote(value)} ({SIGNAL_EXAMPLES})")
     return int(sig)
 
 

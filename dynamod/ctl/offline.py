@@ -26,25 +26,39 @@ def config_dir(explicit: str | None) -> str:
     return explicit or os.environ.get("DYNAMOD_CONFIG_DIR") or DEFAULT_CONFIG_DIR
 
 
-def check(explicit_dir: str | None) -> int:
-    """Validate a config tree offline; print every diagnostic and a summary.
-    Exit 1 when there are errors (warnings alone pass)."""
+def check(explicit_dir: str | None, as_json: bool = False) -> int:
+    """Validate a config tree offline; print every diagnostic and a summary
+    (``as_json``: one JSON object per finding instead). Exit 1 when there
+    are errors (warnings alone pass)."""
     from dynamod.config.extensions import collect_extensions
     from dynamod.config.loader import PLUGINS_SOURCE, load_config
+    from dynamod.config.model import Diagnostic, printable
     from dynamod.plugins import make_plugin_host
 
     root = config_dir(explicit_dir)
     host = make_plugin_host("dynamod")
-    cfg = load_config(root, collect_extensions(host))
-    lines = [f"warning: {PLUGINS_SOURCE}: {p}" for p in host.problems]
-    lines += [str(d) for d in cfg.diagnostics]
-    errors, warnings = len(cfg.errors), len(cfg.warnings) + len(host.problems)
-    lines.append(
-        f"{root}: {_n(len(cfg.services), 'service')}, {_n(len(cfg.supervisors), 'supervisor')}; "
-        f"{_n(errors, 'error')}, {_n(warnings, 'warning')}"
-    )
-    sys.stdout.write("\n".join(lines) + "\n")
+    cfg = load_config(root, collect_extensions(host), strict_dir=True, host_checks=True)
+    findings = [Diagnostic(PLUGINS_SOURCE, "", str(p), "warning") for p in host.problems]
+    findings += cfg.diagnostics
+    errors = sum(d.severity == "error" for d in findings)
+    if as_json:
+        import json
+
+        sys.stdout.writelines(json.dumps(_finding(d)) + "\n" for d in findings)
+    else:
+        lines = [str(d) for d in findings]
+        lines.append(
+            f"{printable(root)}: {_n(len(cfg.services), 'service')}, "
+            f"{_n(len(cfg.supervisors), 'supervisor')}; "
+            f"{_n(errors, 'error')}, {_n(len(findings) - errors, 'warning')}"
+        )
+        sys.stdout.write("\n".join(lines) + "\n")
     return FAILED if errors else OK
+
+
+def _finding(d: Any) -> dict[str, Any]:
+    """One ``check --json`` line (docs/cli.md)."""
+    return {"severity": d.severity, "file": d.file, "key": d.key, "line": d.line, "message": d.message}
 
 
 def _n(count: int, word: str) -> str:

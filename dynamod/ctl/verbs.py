@@ -101,11 +101,11 @@ def _logs(name: str, lines: int, follow: bool, socket: str | None) -> int:
     return c.run(c.logs, socket, name, lines, follow)
 
 
-def _check(config_dir: str | None) -> int:
+def _check(config_dir: str | None, json: bool) -> int:
     from dynamod.ctl import offline
 
     c = _commands()
-    return c.run(offline.check, config_dir)
+    return c.run(offline.check, config_dir, json)
 
 
 def _plugins(json: bool) -> int:
@@ -245,6 +245,7 @@ COMMANDS: dict[str, Command] = {
                 help="Config tree to check [default: $DYNAMOD_CONFIG_DIR or /etc/dynamod].",
                 complete="dirs",
             ),
+            Opt("--json", help="One JSON object per finding (severity, file, key, line, message)."),
         ),
         Command(
             "plugins",

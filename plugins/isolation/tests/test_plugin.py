@@ -18,7 +18,10 @@ from dynamod.ipc.client import RemoteError
 from dynamod.plugins import make_plugin_host
 from dynamod.testing import ConfigTree, Svmgr
 
-NEEDS = "needs the dynamod-isolation plugin: pip install dynamod-isolation"
+NEEDS = (
+    "needs the dynamod-isolation plugin, which is not loaded; "
+    "install it from this repository: .venv/bin/uv pip install -e plugins/isolation"
+)
 HOOKS = {
     "dynamod_config_sections",
     "dynamod_spawn_prepare",

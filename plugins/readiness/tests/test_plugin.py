@@ -21,7 +21,10 @@ from dynamod.plugins import make_plugin_host
 from dynamod.testing import ConfigTree, Svmgr
 
 TYPES = {"notify", "tcp-port", "exec", "fd"}
-NEEDS = "needs the dynamod-readiness plugin: pip install dynamod-readiness"
+NEEDS = (
+    "needs the dynamod-readiness plugin, which is not loaded; "
+    "install it from this repository: .venv/bin/uv pip install -e plugins/readiness"
+)
 
 
 def real_extensions():
