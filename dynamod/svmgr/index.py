@@ -34,6 +34,11 @@ class Index:
         self.deps: dict[str, set[str]] = {n: set() for n in names}
         for n, ds in order_edges(dict(services)).items():
             self.deps.setdefault(n, set()).update(d for d in ds if d in names)
+        # Edges to units without a usable config (the graph of the loaded
+        # ones does not know them): kept, so that they block or order.
+        for n, c in services.items():
+            dep = c.dependencies
+            self.deps[n].update(d for d in (*dep.requires, *dep.wants, *dep.after) if d in names)
         self.rdeps: dict[str, set[str]] = {n: set() for n in names}
         for n, ds in self.deps.items():
             for d in ds:
