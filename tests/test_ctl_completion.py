@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -119,14 +118,13 @@ def test_no_daemon_means_nothing_quickly(tmp_path: Path) -> None:
     hung.bind(path)
     hung.listen(1)
     try:
-        t0 = time.monotonic()
+        # Waiting out READ_TIMEOUT (30 s) would overrun this timeout and fail.
         r = subprocess.run(
             [sys.executable, "-m", "dynamod.ctl.main", "--socket", path, "__complete", "bash",
              "--", "--socket", path, "status", ""],
             capture_output=True, text=True, timeout=20,
         )  # fmt: skip
         assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
-        assert time.monotonic() - t0 < 15  # not READ_TIMEOUT (30 s)
     finally:
         hung.close()
 

@@ -228,12 +228,12 @@ def test_service_ignoring_sigterm_is_killed_at_its_timeout(tmp_path: Path) -> No
     with InitContainer(tree.root, tmp_path / "w", env=FAST) as c:
         c.wait_log("stubborn: waiting-ready -> running")
         wait_ignoring_term(c, "stubborn")
-        t0 = time.monotonic()
         c.signal(signal.SIGTERM)
         assert c.wait(30) == 0
-        elapsed = time.monotonic() - t0
-    assert "stubborn: stopping -> stopped (killed after stop timeout (1s))" in c.log()
-    assert elapsed < 10
+    # Killed at its own timeout, not by the global shutdown deadline.
+    log = c.log()
+    assert "stubborn: stopping -> stopped (killed after stop timeout (1s))" in log
+    assert "global shutdown deadline passed" not in log
 
 
 def test_global_deadline_bounds_a_hung_shutdown(tmp_path: Path) -> None:
@@ -243,14 +243,12 @@ def test_global_deadline_bounds_a_hung_shutdown(tmp_path: Path) -> None:
     with InitContainer(tree.root, tmp_path / "w", env=env) as c:
         c.wait_log("hung: waiting-ready -> running")
         wait_ignoring_term(c, "hung")
-        t0 = time.monotonic()
         c.signal(signal.SIGTERM)
+        # Down well before hung's own 10 minutes: the global deadline ended it.
         assert c.wait(60) == 0
-        elapsed = time.monotonic() - t0
         log = c.log()
     assert "global shutdown deadline passed" in log
     assert "sending SIGKILL" in log
-    assert elapsed < 15, log
 
 
 def test_injected_handler_exception_is_logged_and_loop_goes_on(tmp_path: Path) -> None:
@@ -319,8 +317,10 @@ def test_restarted_svmgr_adopts_running_services_instead_of_starting_copies(tmp_
     env = dict(FAST, DYNAMOD_BACKOFF_MIN="0.1")
     with InitContainer(tree.root, tmp_path / "w", env=env) as c:
         c.wait_log("worker: waiting-ready -> running")
+        # Answered after the engine pass that started worker, which journals
+        # its changes before svmgr serves anything else (docs/init.md): the
+        # record is complete now.
         before = c.request("ServiceStatus", {"name": "worker"})["service"]["pid"]
-        time.sleep(0.5)  # let svmgr record its state
         log = c.log()
         os.kill(host_pid(c, svmgr_pid(log)), signal.SIGKILL)
         c.wait_log("adopted from the previous svmgr: once, worker")

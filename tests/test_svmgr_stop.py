@@ -31,6 +31,21 @@ def labels(rec):
     return [lab for lab, _ in read_stamps(rec) if lab != "up"]
 
 
+def overlapping(stamps, names):
+    """True if every one of ``names`` got its TERM before any of them
+    exited (see :func:`recording`): their stops ran at the same time,
+    shown by the services' own record, not by a clock."""
+    terms = [first_stamp(stamps, n + " term") for n in names]
+    exits = [first_stamp(stamps, n + " exit") for n in names]
+    return max(terms) < min(exits)
+
+
+def stopped_cleanly(reply):
+    """The service went down by itself on the stop request: not killed
+    after a stop timeout."""
+    return reply["reason"] == "" and reply["exit"] == "exited 0"
+
+
 def test_stop_service_stops_requirers_first_and_replies_when_done(tree, svmgr, tmp_path):
     rec = tmp_path / "rec"
     tree.simple("x", recording(rec, "x", 0.2))
@@ -43,13 +58,15 @@ def test_stop_service_stops_requirers_first_and_replies_when_done(tree, svmgr, t
     t0 = time.monotonic()
     reply = mgr.request("StopService", {"name": "x"})["service"]
     elapsed = time.monotonic() - t0
-    assert reply["state"] == "stopped"
+    assert reply["state"] == "stopped" and stopped_cleanly(reply)
     assert not pid_alive(pids["x"])
     s = read_stamps(rec)
+    # The reply comes when x is down: its exit is on record already.
+    assert "x exit" in [lab for lab, _ in s]
     # The two requirers stop in parallel, x only after both are gone.
     assert first_stamp(s, "x term") > max(first_stamp(s, "y1 exit"), first_stamp(s, "y2 exit"))
-    assert abs(first_stamp(s, "y1 term") - first_stamp(s, "y2 term")) < 150_000_000
-    assert 0.35 < elapsed < 2.0
+    assert overlapping(s, ["y1", "y2"])
+    assert elapsed > 0.35  # two stops of 0.2 s in a row: y1/y2, then x
     assert mgr.status("unrelated")["pid"] == pids["unrelated"]
 
 
@@ -119,16 +136,15 @@ def test_stop_exec_runs_instead_of_the_signal(tree, svmgr, tmp_path):
         extra=(
             "[shutdown]\n"
             'stop-exec = ["/bin/sh", "-c", "echo stopping $MAINPID; kill -USR1 $MAINPID"]\n'
-            'stop-timeout = "3s"\n'
+            'stop-timeout = "1h"\n'  # waiting it out would hang the test
         ),
     )
     mgr = svmgr(args=BARE)
     pid = mgr.wait_state("svc", "running")["pid"]
     wait_stamps(rec, ["up"])
-    t0 = time.monotonic()
-    reply = mgr.request("StopService", {"name": "svc"})["service"]
-    assert time.monotonic() - t0 < 2
-    assert reply["state"] == "stopped"
+    reply = mgr.request("StopService", {"name": "svc"}, timeout=30)["service"]
+    # Down through stop-exec alone: no signal, no stop timeout waited out.
+    assert reply["state"] == "stopped" and stopped_cleanly(reply)
     assert labels(rec) == ["got usr1"]
     # The control process's output lands in the service's log.
     assert f"stopping {pid}" in mgr.wait_logs("svc", "stopping")
@@ -145,9 +161,11 @@ def test_stop_exec_then_signal_after_stop_timeout(tree, svmgr, tmp_path):
     mgr.wait_state("svc", "running")
     wait_stamps(rec, ["up"])
     t0 = time.monotonic()
-    mgr.request("StopService", {"name": "svc"})
-    assert 0.25 < time.monotonic() - t0 < 2
+    reply = mgr.request("StopService", {"name": "svc"})["service"]
+    assert time.monotonic() - t0 > 0.25  # the stop-timeout was waited out
+    # Then the signal, which it obeys: not killed after a second timeout.
     assert labels(rec) == ["got term"]
+    assert reply["exit"] == "exited 0"
 
 
 def test_failing_stop_exec_falls_back_to_the_signal_at_once(tree, svmgr, tmp_path):
@@ -155,14 +173,14 @@ def test_failing_stop_exec_falls_back_to_the_signal_at_once(tree, svmgr, tmp_pat
     tree.simple(
         "svc",
         f"trap '{stamp(rec, 'got term')}; exit 0' TERM; {up(rec)}; while :; do sleep 0.05; done",
-        extra='[shutdown]\nstop-exec = ["/bin/sh", "-c", "echo cannot stop; exit 5"]\nstop-timeout = "5s"\n',
+        # "at once": a stop that waited out this timeout would hang the test.
+        extra='[shutdown]\nstop-exec = ["/bin/sh", "-c", "echo cannot stop; exit 5"]\nstop-timeout = "1h"\n',
     )
     mgr = svmgr(args=BARE)
     mgr.wait_state("svc", "running")
     wait_stamps(rec, ["up"])
-    t0 = time.monotonic()
-    mgr.request("StopService", {"name": "svc"})
-    assert time.monotonic() - t0 < 2
+    reply = mgr.request("StopService", {"name": "svc"}, timeout=30)["service"]
+    assert stopped_cleanly(reply)
     assert labels(rec) == ["got term"]
     lines = mgr.logs("svc")
     assert "cannot stop" in lines
@@ -179,7 +197,7 @@ def test_hanging_stop_exec_is_killed(tree, svmgr, tmp_path):
     mgr.wait_state("svc", "running")
     mgr.request("StopService", {"name": "svc"})
     ctl = int(pidfile.read_text())
-    mgr.wait_for(lambda: not pid_alive(ctl), timeout=3, what="stop-exec process killed")
+    mgr.wait_for(lambda: not pid_alive(ctl), what="stop-exec process killed")  # not its own exit in 100 s
 
 
 def test_stop_signal_is_used(tree, svmgr, tmp_path):
@@ -187,15 +205,13 @@ def test_stop_signal_is_used(tree, svmgr, tmp_path):
     tree.simple(
         "svc",
         f"trap '' TERM; trap '{stamp(rec, 'got usr2')}; exit 0' USR2; {up(rec)}; while :; do sleep 0.05; done",
-        extra='[shutdown]\nstop-signal = "SIGUSR2"\nstop-timeout = "5s"\n',
+        extra='[shutdown]\nstop-signal = "SIGUSR2"\nstop-timeout = "1h"\n',
     )
     mgr = svmgr(args=BARE)
     mgr.wait_state("svc", "running")
     wait_stamps(rec, ["up"])
-    t0 = time.monotonic()
-    reply = mgr.request("StopService", {"name": "svc"})["service"]
-    assert time.monotonic() - t0 < 2
-    assert reply["state"] == "stopped"
+    reply = mgr.request("StopService", {"name": "svc"}, timeout=30)["service"]
+    assert reply["state"] == "stopped" and stopped_cleanly(reply)
     assert labels(rec) == ["got usr2"]
 
 
@@ -211,8 +227,7 @@ def test_stop_timeout_then_sigkill(tree, svmgr, tmp_path):
     wait_stamps(rec, ["up"])
     t0 = time.monotonic()
     reply = mgr.request("StopService", {"name": "stubborn"})["service"]
-    elapsed = time.monotonic() - t0
-    assert 0.25 < elapsed < 2
+    assert time.monotonic() - t0 > 0.25  # the stop-timeout was waited out
     assert reply["state"] == "stopped"
     assert reply["reason"] == "killed after stop timeout (300ms)"
     assert reply["exit"] == "killed by SIGKILL"
@@ -228,7 +243,7 @@ def test_stop_kills_the_whole_process_group(tree, svmgr, tmp_path):
     mgr.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="child pid")
     child = int(pidfile.read_text())
     mgr.request("StopService", {"name": "svc"})
-    mgr.wait_for(lambda: not pid_alive(child), timeout=3, what="child gone")
+    mgr.wait_for(lambda: not pid_alive(child), what="child gone")
 
 
 def test_shutdown_uses_the_same_stop_path(tree, svmgr, tmp_path):
@@ -241,9 +256,7 @@ def test_shutdown_uses_the_same_stop_path(tree, svmgr, tmp_path):
     mgr = svmgr(args=BARE)
     pid = mgr.wait_state("stubborn", "running")["pid"]
     wait_stamps(rec, ["up"])
-    t0 = time.monotonic()
     assert mgr.stop() == 0
-    assert time.monotonic() - t0 < 3
     assert not pid_alive(pid)
     assert (
         "stubborn",
@@ -262,14 +275,12 @@ def test_shutdown_stops_independent_services_in_parallel(tree, svmgr, tmp_path):
     for n in names:
         mgr.wait_state(n, "running")
     started(rec, *names)
-    t0 = time.monotonic()
     assert mgr.stop() == 0
-    elapsed = time.monotonic() - t0
-    assert elapsed < 2.0, f"10 x 0.5 s stops took {elapsed:.2f}s"
     s = read_stamps(rec)
-    terms = [first_stamp(s, n + " term") for n in names]
-    assert max(terms) - min(terms) < 300_000_000
     assert len([lab for lab, _ in s if lab.endswith(" exit")]) == 10
+    # All ten were stopping at once (in sequence, each TERM would follow
+    # the previous exit); how fast a shutdown is: bench/run --only shutdown.
+    assert overlapping(s, names), s
 
 
 def test_shutdown_stops_a_chain_top_down(tree, svmgr, tmp_path):
@@ -305,7 +316,8 @@ def test_requests_during_shutdown_are_refused(tree, svmgr, tmp_path):
 
 def test_shutdown_during_restart_delay_and_pending_starts(tree, svmgr, tmp_path):
     pidfile = tmp_path / "setup.pid"
-    tree.simple("crashy", "exit 1", extra='[restart]\ndelay = "5s"\n')
+    # Neither the delay nor the oneshot is waited for: either would hang the test.
+    tree.simple("crashy", "exit 1", extra='[restart]\ndelay = "1h"\n')
     tree.simple("setup", f"echo $$ > {pidfile}; exec sleep 100", type="oneshot")
     tree.simple("app", extra=deps(requires=["setup"]))
     mgr = svmgr(args=BARE)
@@ -313,9 +325,7 @@ def test_shutdown_during_restart_delay_and_pending_starts(tree, svmgr, tmp_path)
     mgr.wait_state("setup", "starting")
     assert mgr.status("app")["state"] == "pending"
     mgr.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="setup's pid")
-    t0 = time.monotonic()
     assert mgr.stop() == 0
-    assert time.monotonic() - t0 < 3
     assert not pid_alive(int(pidfile.read_text()))
     final = {}
     for name, _old, new, _reason in mgr.transitions():

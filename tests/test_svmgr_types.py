@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from dynamod.testing import first_stamp, pid_alive, read_stamps, stamp
 
@@ -64,14 +63,13 @@ def test_oneshot_start_timeout_kills_it_and_counts_as_failure(tree, svmgr, tmp_p
     pidfile = tmp_path / "pid"
     tree.simple(
         "slow",
-        f"echo $$ > {pidfile}; exec sleep 5",
+        f"echo $$ > {pidfile}; exec sleep 1000",
         type="oneshot",
         extra='[readiness]\ntimeout = "300ms"\n[restart]\npolicy = "temporary"\n',
     )
     mgr = svmgr(args=BARE)
-    t0 = time.monotonic()
-    info = mgr.wait_state("slow", "failed", timeout=4)
-    assert time.monotonic() - t0 < 3
+    # Failed by the timeout and killed: not by its own end, 1000 s away.
+    info = mgr.wait_state("slow", "failed")
     assert "start timeout after 300ms" in info["reason"]
     assert info["exit"] == "killed by SIGKILL"
     assert not pid_alive(int(pidfile.read_text()))
@@ -81,12 +79,12 @@ def test_oneshot_start_timeout_with_restart_policy_retries(tree, svmgr, tmp_path
     runs = tmp_path / "runs"
     tree.simple(
         "slow",
-        f"echo run >> {runs}; exec sleep 5",
+        f"echo run >> {runs}; exec sleep 1000",
         type="oneshot",
         extra='[readiness]\ntimeout = "200ms"\n[restart]\npolicy = "permanent"\ndelay = "100ms"\nmax-restarts = 1\n',
     )
     mgr = svmgr(args=BARE)
-    info = mgr.wait_state("slow", "failed", timeout=5)
+    info = mgr.wait_state("slow", "failed")
     assert "gave up after 1 restarts" in info["reason"]
     assert runs.read_text().count("run") == 2
 

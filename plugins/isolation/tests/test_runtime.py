@@ -87,9 +87,9 @@ def test_oom_kill_fails_a_live_service(tmp_path: Path) -> None:
         iso.started(svc, 4242)
         assert run.oom_watch is not None
         events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
-        for _ in range(200):
-            if svc.failed:
-                break
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15  # a hang guard, not a speed limit
+        while not svc.failed and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
     asyncio.run(scenario())

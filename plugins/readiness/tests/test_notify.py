@@ -144,8 +144,9 @@ def test_libsystemd_sd_notify(
     lines = wait_logged(mgr, "lib", "barrier")
     assert "sd_notify 1" in lines  # > 0: sent
     barrier = next(x for x in lines if x.startswith("barrier"))
-    _, rc, took = barrier.split()
-    assert int(rc) >= 0 and float(took[:-1]) < 2.5, barrier  # closed at once, not timed out
+    _, rc, _took = barrier.split()
+    # Closed by the manager: a barrier left open fails with -ETIMEDOUT.
+    assert int(rc) >= 0, barrier
     # No watchdog configured: libsystemd sees none.
     assert "watchdog-enabled 0 0 pid=None" in lines
 
@@ -198,11 +199,12 @@ def test_message_from_foreign_pid_is_dropped(
             s.sendto(b"READY=1\nSTATUS=forged", address)
     env = {**os.environ, "NOTIFY_SOCKET": address}
     for _ in range(2):
-        t = time.monotonic()
-        # As root it sends its parent's PID: ours.
+        # As root it sends its parent's PID: ours. It exits 1 when its
+        # barrier times out: 0 says the manager closed it anyway, after
+        # reading everything sent before it.
         done = subprocess.run([SYSTEMD_NOTIFY, "--ready"], env=env, timeout=10)
-        assert done.returncode == 0 and time.monotonic() - t < 2.5  # barrier closed anyway
-    time.sleep(0.3)
+        assert done.returncode == 0
+    mgr.wait_for(lambda: any("ignoring messages from" in x for x in logs(mgr, "svc")), what="the drop logged")
     info = mgr.status("svc")
     assert info["state"] == "waiting-ready" and info["status_text"] == ""
     dropped = [x for x in logs(mgr, "svc") if "ignoring messages from" in x]

@@ -111,6 +111,15 @@ def run(
     return ctx
 
 
+async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    """Let the loop run until ``predicate()`` is true (a hang guard, not a
+    speed limit: ``timeout`` is generous)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 def test_parse_fields() -> None:
     assert parse_fields(b"READY=1\nSTATUS=a=b\nnot an assignment\n=x\nSTATUS=last") == {
         "READY": "1",
@@ -133,7 +142,7 @@ def test_ready_and_status_with_kernel_credentials(tmp_path: Path) -> None:
         await send("STATUS=starting")
         assert ctx.status_text == "starting"
         await send("READY=1\nSTATUS=up")
-        await asyncio.wait_for(det.wait(), 1)
+        await asyncio.wait_for(det.wait(), 10)
         assert ctx.status_text == "up"
 
     run(tmp_path, scenario)
@@ -196,7 +205,7 @@ def test_foreign_sender_dropped_and_logged_once(tmp_path: Path) -> None:
             [sys.executable, "-c", script, address, *messages], capture_output=True, text=True
         )
         senders.append(int(out.stdout))
-        await asyncio.sleep(0.2)
+        await until(lambda: ctx.logs)  # the first one read, and refused
         assert not det._ready.is_set() and ctx.status_text == "" and ctx.main_pid is None
 
     ctx = run(tmp_path, scenario, owned=set())
@@ -211,7 +220,7 @@ def test_the_managers_own_pid_is_accepted(tmp_path: Path) -> None:
     # PID): here the test process plays the manager, and sends itself.
     async def scenario(det: NotifyDetector, ctx: Ctx, send: Any) -> None:
         await send("READY=1\nSTATUS=from the manager's pid")
-        await asyncio.wait_for(det.wait(), 1)
+        await asyncio.wait_for(det.wait(), 10)
 
     ctx = run(tmp_path, scenario, owned=set())
     assert ctx.status_text == "from the manager's pid" and ctx.logs == []
@@ -289,22 +298,24 @@ def test_watchdog_keeps_running_after_ready(tmp_path: Path) -> None:
     async def scenario(det: NotifyDetector, ctx: Ctx, send: Any) -> None:
         await send("READY=1")
         await det.wait()
-        for _ in range(6):  # 0.6 s of pings against a 0.3 s watchdog
+        # 1.5 s of pings against a 1 s watchdog; one every 0.1 s leaves a
+        # busy machine 0.9 s to be late by.
+        for _ in range(15):
             await send("WATCHDOG=1")
             await asyncio.sleep(0.05)
         assert ctx.failures == []
-        await asyncio.sleep(0.5)
-        assert ctx.failures == ["watchdog timeout: no WATCHDOG=1 within 300ms"]
-        assert det.status()["watchdog"] == "300ms"
+        await until(lambda: ctx.failures)  # then, without pings, it fires
+        assert ctx.failures == ["watchdog timeout: no WATCHDOG=1 within 1s"]
+        assert det.status()["watchdog"] == "1s"
 
-    run(tmp_path, scenario, options={"watchdog": "300ms"})
+    run(tmp_path, scenario, options={"watchdog": "1s"})
 
 
 def test_watchdog_usec_at_run_time(tmp_path: Path) -> None:
     async def scenario(det: NotifyDetector, ctx: Ctx, send: Any) -> None:
         await send("READY=1")
         await send("WATCHDOG_USEC=200000")
-        await asyncio.sleep(0.4)
+        await until(lambda: ctx.failures)
         assert ctx.failures == ["watchdog timeout: no WATCHDOG=1 within 200ms"]
 
     run(tmp_path, scenario)
@@ -324,7 +335,7 @@ def test_trigger_before_ready_fails_the_wait(tmp_path: Path) -> None:
     async def scenario(det: NotifyDetector, ctx: Ctx, send: Any) -> None:
         await send("WATCHDOG=trigger")
         with pytest.raises(ReadinessFailed, match="WATCHDOG=trigger"):
-            await asyncio.wait_for(det.wait(), 1)
+            await asyncio.wait_for(det.wait(), 10)
         assert ctx.failures == []  # the host fails the start, not ctx.fail
 
     run(tmp_path, scenario)
