@@ -266,8 +266,8 @@ class Table:
 
 
 def _short_int(value: int) -> str:
-    text = str(value) if -(10**40) < value < 10**40 else f"a {len(str(abs(value)))}-digit number"
-    return text
+    # TOML integers reach 4,300 digits: do not quote all of them.
+    return str(value) if -(10**40) < value < 10**40 else f"a {len(str(abs(value)))}-digit number"
 
 
 def check_name(table: Table, key: str, name: str) -> bool:
