@@ -94,7 +94,7 @@ def resolve_identity(cfg: ServiceConfig) -> Identity | None:
     if cfg.user is None and cfg.group is None:
         return None
     try:
-        pw = pwd.getpwnam(cfg.user) if cfg.user and not cfg.user.isdigit() else (
+        pw = pwd.getpwnam(cfg.user) if cfg.user and not (cfg.user.isascii() and cfg.user.isdigit()) else (
             pwd.getpwuid(int(cfg.user)) if cfg.user else pwd.getpwuid(os.getuid())
         )
     except KeyError:
@@ -102,7 +102,7 @@ def resolve_identity(cfg: ServiceConfig) -> Identity | None:
     gid = pw.pw_gid
     if cfg.group is not None:
         try:
-            gid = int(cfg.group) if cfg.group.isdigit() else grp.getgrnam(cfg.group).gr_gid
+            gid = int(cfg.group) if (cfg.group.isascii() and cfg.group.isdigit()) else grp.getgrnam(cfg.group).gr_gid
         except KeyError:
             raise SpawnError(f"unknown group {cfg.group!r}") from None
     groups: list[int] | None = None
@@ -110,7 +110,7 @@ def resolve_identity(cfg: ServiceConfig) -> Identity | None:
         groups = []
         for g in cfg.supplementary_groups:
             try:
-                groups.append(int(g) if g.isdigit() else grp.getgrnam(g).gr_gid)
+                groups.append(int(g) if g.isascii() and g.isdigit() else grp.getgrnam(g).gr_gid)
             except KeyError:
                 raise SpawnError(f"unknown supplementary group {g!r}") from None
     return Identity(pw.pw_uid, gid, pw.pw_name, pw.pw_dir, pw.pw_shell, groups)
