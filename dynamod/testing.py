@@ -20,6 +20,7 @@ Plugin authors use it the same way (``from dynamod.testing import ...``)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,24 @@ def first_stamp(stamps: Iterable[tuple[str, int]], label: str) -> int:
         if lab == label:
             return ns
     raise KeyError(label)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float, what: str) -> Iterator[None]:
+    """Fail with TimeoutError instead of hanging: SIGALRM interrupts the
+    body (even a blocking open() of a FIFO) after ``seconds``. Main thread
+    only."""
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"{what}: still running after {seconds}s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0,

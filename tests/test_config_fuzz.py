@@ -47,7 +47,7 @@ from dynamod.config.loader import load_config
 from dynamod.config.model import MAX_RESTARTS, RESTART_POLICIES, SystemConfig
 from dynamod.config.units import MAX_DURATION, parse_signal
 from dynamod.plugins import make_plugin_host
-from dynamod.testing import Svmgr
+from dynamod.testing import Svmgr, deadline
 
 COMPAT_DIR = Path(
     os.environ.get("DYNAMOD_COMPAT_DIR")
@@ -337,18 +337,6 @@ def write_reference(root: Path) -> Path:
     return root
 
 
-@contextmanager
-def deadline(seconds: float, what: str) -> Iterator[None]:
-    def alarm(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"{what}: still running after {seconds}s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # -- what an accepted configuration must be ------------------------------------------------

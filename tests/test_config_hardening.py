@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from dynamod.config.graph import find_cycles, order_edges, topological_order
 from dynamod.config.loader import load_config
 from dynamod.config.model import MAX_RESTARTS, SystemConfig
 from dynamod.config.units import MAX_DURATION
+from dynamod.testing import deadline
 
 TRUE = '[service]\nname = "{name}"\nexec = ["/bin/true"]\n'
 
@@ -61,21 +61,6 @@ def open_extensions() -> Extensions:
     return ext
 
 
-@contextmanager
-def no_hang(seconds: float = 10.0) -> Iterator[None]:
-    """Fail instead of hanging: a blocking open() of a FIFO is interrupted
-    by the alarm's exception."""
-
-    def alarm(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"load_config blocked for {seconds}s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # -- special files -------------------------------------------------------------
@@ -131,7 +116,7 @@ def test_special_files_are_refused_without_reading(
     to /dev/zero ended in MemoryError."""
     tree(tmp_path, {"services/a.toml": svc("a")})
     make(tmp_path / "services" / "zz.toml")
-    with no_hang():
+    with deadline(10.0, "load_config"):
         cfg = load_config(tmp_path)
     ((file, key, got),) = errors(cfg)
     assert (file, key) == ("services/zz.toml", "")
