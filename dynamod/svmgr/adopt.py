@@ -116,7 +116,7 @@ def adopt_previous(manager: Manager) -> list[str]:
         if oneshot and isinstance(pid, int) and state in (st.STARTING, st.RUNNING, st.STOPPING):
             # It finished while no svmgr was there: it ran, and init has its
             # status (Orphans); dependents wait for that, it does not run again.
-            manager.adopt(name, pid, pid, st.STARTING)
+            manager.adopt(name, pid, pid, st.STARTING, gone=True)
             adopted.append(name)
         elif rec:
             # A long-running service whose process is gone is started afresh

@@ -94,6 +94,8 @@ class Engine(Supervision):
         # Changed services a reload is stopping: started again only with
         # their new configuration.
         self.frozen: set[str] = set()
+        # Services a reload is removing (reload_begin to reload_finish).
+        self._reload_removed: list[str] = []
         self.jobs: dict[int, Job] = {}
         self._next_job = 1
         self._next_token = 1
@@ -210,7 +212,7 @@ class Engine(Supervision):
         elif new == st.STARTING:
             s.started_at = now
         elif new in st.UP:
-            s.ready_at = s.active_since = now
+            s.ready_at = now
         self.changes.append((s.name, old, new, reason, s.since))
         self._attribute(s, new, reason)
         if s.job is not None:
@@ -1074,7 +1076,7 @@ class Engine(Supervision):
         self.frozen = set()
         new = config.services
         refused = getattr(config, "refused", {})
-        removed = set(getattr(self, "_reload_removed", ()))
+        removed = set(self._reload_removed)
         self._reload_removed = []
         changed, added = [], []
         for n in list(self.services):

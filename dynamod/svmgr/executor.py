@@ -34,13 +34,12 @@ STATUS_GRACE = 2.0
 class _Start:
     """What the executor holds for one start of a service."""
 
-    __slots__ = ("detector", "gen", "readers", "task")
+    __slots__ = ("detector", "gen", "task")
 
     def __init__(self, gen: int) -> None:
         self.gen = gen
         self.detector: Any = None
         self.task: asyncio.Task[None] | None = None
-        self.readers: list[PipeReader] = []
 
 
 class Executor:
@@ -272,7 +271,7 @@ class Executor:
         try:
             fd = os.pidfd_open(pid)
         except OSError:
-            self.loop.call_soon(self._adopted_gone, name, gen, pid, 0.0)
+            self.await_orphan_status(name, gen, pid)
             return
 
         def readable() -> None:
@@ -281,6 +280,9 @@ class Executor:
             self._adopted_gone(name, gen, pid, 0.0)
 
         self.loop.add_reader(fd, readable)
+
+    def await_orphan_status(self, name: str, gen: int, pid: int) -> None:
+        self.loop.call_soon(self._adopted_gone, name, gen, pid, 0.0)
 
     def _adopted_gone(self, name: str, gen: int, pid: int, waited: float) -> None:
         status = self.m.reaper.unknown.pop(pid, None)

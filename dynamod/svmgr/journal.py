@@ -2,7 +2,9 @@
 
 svmgr keeps, under its runtime directory, a record per service: its
 activation (explicit, held), its state, the invocation id and PID of its
-current start and the main PID (with that PID's start time). The record is
+current start and the main PID (a recorded PID counts only together with
+the invocation id in its environment, so a recycled PID is never taken for
+the service). The record is
 a snapshot (``services.state``) plus an append-only journal
 (``services.journal``) of changes since, each one ``write(2)`` of a few
 dozen bytes on tmpfs:
@@ -111,13 +113,13 @@ class Journal:
         (``SpawnSpec`` marker). A crash between the spawn and
         :meth:`spawned` then leaves an intent with a marker: the process
         existed and must not run again."""
-        self.update(name, inv=invocation, pid=None, main=None, start=None, state="spawning")
+        self.update(name, inv=invocation, pid=None, main=None, state="spawning")
         self.flush()
         return os.path.join(self.markers, invocation)
 
     def spawned(self, name: str, invocation: str, pid: int, marker: str | None = None) -> None:
         """Journal a spawn at once (see the module docstring)."""
-        self.update(name, inv=invocation, pid=pid, main=None, start=None, state="starting")
+        self.update(name, inv=invocation, pid=pid, main=None, state="starting")
         self.flush()
         if marker is not None:
             with contextlib.suppress(OSError):

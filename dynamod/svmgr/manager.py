@@ -202,21 +202,6 @@ class Manager:
         self.pump()
         return ok
 
-    async def start(self, name: str) -> Any:
-        return await self._legacy(name, "start")
-
-    async def stop(self, name: str) -> Any:
-        return await self._legacy(name, "stop")
-
-    async def restart(self, name: str) -> Any:
-        return await self._legacy(name, "restart")
-
-    async def _legacy(self, name: str, jtype: str) -> Any:
-        job = await self.run_job(name, jtype)
-        if job.result not in ("done", "skipped"):
-            raise OperationFailed(_job_message(job))
-        return self.get(name)
-
     def status_of(self, s: Any) -> dict[str, Any]:
         info = s.info()
         h = self.handle(s.name)
@@ -266,10 +251,17 @@ class Manager:
                 self.pump()
             return result
 
-    def adopt(self, name: str, pid: int | None, main_pid: int | None, state: str = st.RUNNING) -> None:
-        """Take over a service the previous svmgr ran (see adopt.py)."""
+    def adopt(self, name: str, pid: int | None, main_pid: int | None, state: str = st.RUNNING,
+              gone: bool = False) -> None:
+        """Take over a service the previous svmgr ran (see adopt.py).
+        ``gone``: its process already ended (its PID may even name another
+        process by now): only its exit status, from init, is awaited."""
         gen = self.engine.adopt(name, pid, main_pid, state)
-        if pid is not None:
+        if pid is None:
+            return
+        if gone:
+            self.executor.await_orphan_status(name, gen, main_pid or pid)
+        else:
             self.executor.watch_adopted(name, gen, main_pid or pid)
 
     def orphans_exited(self, exits: list[tuple[int, int]]) -> None:

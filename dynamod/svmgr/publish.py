@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dynamod.svmgr import states as st
-from dynamod.svmgr.journal import process_start_time
 
 if TYPE_CHECKING:
     from dynamod.svmgr.engine import Change
@@ -85,9 +84,8 @@ class Publisher:
             journal.remove(name)
             return
         if new == st.RUNNING and s.main_pid is not None:
-            journal.update(name, state=new, pid=s.pid, main=s.main_pid,
-                           start=process_start_time(s.main_pid))
+            journal.update(name, state=new, pid=s.pid, main=s.main_pid)
         elif new in st.DOWN or new in (st.PENDING, st.RESTARTING):
-            journal.update(name, state=new, pid=None, main=None, start=None)
+            journal.update(name, state=new, pid=None, main=None)
         else:
             journal.update(name, state=new)

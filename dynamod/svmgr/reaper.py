@@ -19,10 +19,6 @@ import signal
 from collections import OrderedDict
 from collections.abc import Callable
 
-from dynamod.svmgr.waitstatus import describe_status
-
-__all__ = ["Reaper", "describe_status"]
-
 ExitCallback = Callable[[int, int], None]  # (pid, wait status)
 
 

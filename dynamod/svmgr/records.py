@@ -45,7 +45,6 @@ class Service:
     """The runtime record of one service."""
 
     __slots__ = (
-        "active_since",
         "cause",
         "cfg",
         "deadline",
@@ -127,7 +126,6 @@ class Service:
         self.pending_at: float | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
-        self.active_since: float | None = None
 
     @property
     def main_pid(self) -> int | None:
