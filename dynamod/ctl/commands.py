@@ -277,6 +277,8 @@ def _effects(job: object) -> None:
         if e.get("reason"):
             line += f" ({e['reason']})"
         out(line + "\n")
+    if isinstance(job.get("effects_omitted"), int):
+        out(f"  ... and {job['effects_omitted']} more\n")
 
 
 def reload(socket: str | None) -> int:

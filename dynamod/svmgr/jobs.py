@@ -23,6 +23,10 @@ TIMEOUT = "timeout"
 SKIPPED = "skipped"
 RESULTS = (DONE, FAILED, CANCELED, DEPENDENCY, TIMEOUT, SKIPPED)
 
+# A report names at most this many other services (a stop of the root of a
+# chain of thousands moves thousands): it has to fit one 64 KiB frame.
+MAX_EFFECTS = 200
+
 TYPES = ("start", "stop", "restart", "try-restart", "reload-or-restart")
 MODES = ("replace", "fail")
 
@@ -67,14 +71,18 @@ class Job:
         last: dict[str, tuple[str, str]] = {}
         for name, state, reason in self.effects:
             last[name] = (state, reason)
-        return {
+        effects = [{"name": n, "state": s, "reason": r[:200]} for n, (s, r) in last.items()]
+        report: dict[str, Any] = {
             "id": self.id,
             "unit": self.unit,
             "type": self.type,
             "result": self.result,
-            "reason": self.reason,
-            "effects": [{"name": n, "state": s, "reason": r} for n, (s, r) in last.items()],
+            "reason": self.reason[:1000],
+            "effects": effects[:MAX_EFFECTS],
         }
+        if len(effects) > MAX_EFFECTS:
+            report["effects_omitted"] = len(effects) - MAX_EFFECTS
+        return report
 
 
 class RestartJob:
