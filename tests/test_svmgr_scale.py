@@ -85,7 +85,10 @@ def test_a_long_chain_starts_stops_restarts_and_shuts_down_in_order(tree, svmgr,
     all_in(mgr, "running", n, timeout)
     assert_chain_order(mgr.log(), names, "starting -> waiting-ready", reverse=False)
     # Stop of the root: everything after it stops first, last one first.
-    mgr.request("StopService", {"name": names[0]}, timeout=timeout)
+    job = mgr.request("StopService", {"name": names[0]}, timeout=timeout)["job"]
+    # Every other link moved; the report names the first 200 (one frame).
+    assert len(job["effects"]) == min(n - 1, 200)
+    assert job.get("effects_omitted", 0) == max(n - 1 - 200, 0)
     st = states(mgr)
     assert st[names[0]] == "stopped"
     assert all(st[x] in ("stopped", "blocked") for x in names[1:])
@@ -144,10 +147,10 @@ def test_a_ten_layer_dag_of_2000(tree, svmgr):
                 assert up[x] > up[grid[layer - 1][(i + k) % 200]]
     mgr.request("RestartService", {"name": grid[0][0]}, timeout=90)
     all_in(mgr, "running", n, 90)
-    mark = len(mgr.log().splitlines())
     mgr.stop(timeout=90)
     assert mgr.proc.returncode == 0
-    tail = "\n".join(mgr.log().splitlines()[mark:])
+    log = mgr.log()
+    tail = log[log.rindex("shutdown (exit)"):]
     down = order_of(tail, "stopping -> stopped")
     assert len(down) == n
     for layer in range(1, 10):

@@ -161,6 +161,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, lambda: spawn_task(self.shutdown("exit")))
         loop.add_signal_handler(signal.SIGINT, lambda: spawn_task(self.shutdown("exit")))
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn_task(self.reload()))
+        from dynamod.svmgr.reaper import quiet_wakeup_fd
+
+        quiet_wakeup_fd()
         log(f"started: {len(manager.services)} services, control socket {server.path}")
         manager.start_all()
         await self.done.wait()

@@ -31,6 +31,18 @@ def _wait_status(info: os.waitid_result) -> int:
     return info.si_status & 0x7F
 
 
+def quiet_wakeup_fd() -> None:
+    """A flood of SIGCHLD (thousands of services stopping at once) fills
+    asyncio's signal pipe; Python then writes "Exception ignored when
+    trying to write to the signal wakeup fd" into svmgr's log, in the middle
+    of other lines. Nothing is lost (the reaper collects every child on each
+    signal), so the warning is turned off. Call after the last
+    ``add_signal_handler`` (each one installs the fd afresh)."""
+    fd = signal.set_wakeup_fd(-1)
+    if fd != -1:
+        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+
+
 class Reaper:
     KEEP_UNKNOWN = 4096
 
