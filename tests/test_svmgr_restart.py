@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from dynamod.ipc.client import RemoteError
 from dynamod.testing import pid_alive, stamp, wait_stamps
 
 BARE = ["--no-plugins"]
@@ -223,13 +224,26 @@ def test_start_while_stopping_starts_again_once_down(tree, svmgr, tmp_path):
     mgr = svmgr(args=BARE)
     old = mgr.wait_state("svc", "running")["pid"]
     wait_stamps(rec, ["up"])
-    stopper = threading.Thread(target=lambda: mgr.request("StopService", {"name": "svc"}))
+    stop_outcome: list[BaseException | dict] = []
+
+    def stop() -> None:
+        try:
+            stop_outcome.append(mgr.request("StopService", {"name": "svc"}))
+        except BaseException as e:
+            stop_outcome.append(e)
+
+    stopper = threading.Thread(target=stop)
     stopper.start()
     try:
         mgr.wait_state("svc", "stopping")
         reply = mgr.request("StartService", {"name": "svc"})["service"]
     finally:
         stopper.join(10)
+    # As with systemctl: the start replaces the pending stop job, whose
+    # caller learns that it was canceled and by what.
+    [outcome] = stop_outcome
+    assert isinstance(outcome, RemoteError), outcome
+    assert "canceled: replaced by a start job" in str(outcome)
     assert reply["state"] == "running"
     assert reply["pid"] != old
     assert not pid_alive(old)

@@ -16,7 +16,6 @@ import pytest
 from dynamod.api import ReadinessType
 from dynamod.config.extensions import collect_extensions
 from dynamod.config.loader import load_config
-from dynamod.ipc.client import RemoteError
 from dynamod.plugins import make_plugin_host
 from dynamod.testing import ConfigTree, Svmgr
 
@@ -186,5 +185,6 @@ def test_svmgr_without_the_plugin(tree: ConfigTree, svmgr: Callable[..., Svmgr],
     assert f"readiness type 'notify' {NEEDS}" in log
     for rtype in ("tcp-port", "exec", "fd"):
         assert f"readiness type '{rtype}' {NEEDS}" in log
-    with pytest.raises(RemoteError, match="no such service: n"):
-        mgr.status("n")
+    refused = mgr.status("n")  # a failed unit that says why, not a missing one
+    assert refused["state"] == "failed"
+    assert NEEDS in refused["load_error"]
