@@ -16,7 +16,18 @@ from types import FrameType
 
 from bench import peers
 from bench.common import REPO, RESULTS_DIR, TOKEN_VAR, Scratch, Tools, log
-from bench.measures import control, ctl, deps, memory, profile, restarts, shutdown, spawn, startup
+from bench.measures import (
+    control,
+    ctl,
+    deps,
+    instructions,
+    memory,
+    profile,
+    restarts,
+    shutdown,
+    spawn,
+    startup,
+)
 from bench.measures.context import FULL, QUICK, Context, Scale
 from bench.procs import sweep
 from bench.report import DASH, DIVIDE, TIMES, Table, render_all, write_json
@@ -30,6 +41,7 @@ MEASURES: dict[str, Callable[[Context], Table]] = {
     shutdown.KEY: shutdown.run,
     spawn.KEY: spawn.run,
     ctl.KEY: ctl.run,
+    instructions.KEY: instructions.run,
     profile.KEY: profile.run,
 }
 DOC = REPO / "docs" / "performance.md"
