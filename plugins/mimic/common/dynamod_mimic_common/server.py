@@ -151,6 +151,7 @@ class ObjectServer:
 
     def __init__(self) -> None:
         self._objects: dict[str, Node] = {}
+        self._computed: dict[str, Callable[[CallContext], Any]] = {}
         self._subtrees: dict[str, tuple[Resolver, Children | None]] = {}
         self._links: dict[int, Link] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -163,6 +164,13 @@ class ObjectServer:
 
     def remove_object(self, path: str) -> None:
         self._objects.pop(path, None)
+        self._computed.pop(path, None)
+
+    def add_computed(self, path: str, resolve: Callable[[CallContext], Any]) -> None:
+        """An object at exactly ``path`` whose Node is computed per call by
+        ``resolve(ctx)`` (plain or async): for objects whose properties come
+        from elsewhere (a Manager whose counters are read from svmgr)."""
+        self._computed[path] = resolve
 
     def add_subtree(self, prefix: str, resolve: Resolver, children: Children | None = None) -> None:
         """Every path below ``prefix`` is resolved on demand by
@@ -260,6 +268,9 @@ class ObjectServer:
         node = self._objects.get(path)
         if node is not None:
             return node
+        computed = self._computed.get(path)
+        if computed is not None:
+            return await _maybe(computed(ctx))
         probe = path
         while probe not in ("", "/"):
             probe = probe.rsplit("/", 1)[0] or "/"
@@ -272,7 +283,7 @@ class ObjectServer:
     async def _children(self, path: str) -> list[str]:
         base = "" if path == "/" else path
         names: list[str] = []
-        for other in (*self._objects, *self._subtrees):
+        for other in (*self._objects, *self._computed, *self._subtrees):
             if other.startswith(base + "/") and other != path:
                 names.append(other[len(base) + 1:].split("/", 1)[0])
         entry = self._subtrees.get(path)
