@@ -57,6 +57,40 @@ _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configura
 """
 
 
+NOBODY = 65534
+
+
+class Namespace:
+    """A private mount namespace with a fresh tmpfs on /run/systemd, held
+    open by a sleeping process; :meth:`argv` wraps a command to run inside
+    it (``nsenter``), optionally as another user. Needs root. The machine's
+    /run/systemd is never touched."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             "mount -t tmpfs -o mode=0755 tmpfs /run/systemd && echo ok && exec sleep infinity"],
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ok":
+            raise RuntimeError("could not set up a mount namespace for /run/systemd")
+
+    def argv(self, argv: list[str], user: int | None = None) -> list[str]:
+        pre = ["nsenter", "-t", str(self.proc.pid), "-m", "--"]
+        if user is not None:
+            pre += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+        return pre + argv
+
+    def exists(self, path: str) -> bool:
+        return subprocess.run(self.argv(["test", "-e", path])).returncode == 0
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
 class PrivateBus:
     """A dbus-daemon of its own, configured like the system bus.
 
