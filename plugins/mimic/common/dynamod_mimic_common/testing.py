@@ -157,6 +157,31 @@ class PrivateBus:
         self.stop()
 
 
+async def bus_call(bus, member: str, signature: str = "", body: list | None = None):
+    """Call org.freedesktop.DBus.``member`` on the bus daemon; the reply."""
+    from dbus_fast import Message
+
+    return await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                                  interface="org.freedesktop.DBus", member=member,
+                                  signature=signature, body=body or []))
+
+
+async def watch_signals(bus, name: str, on) -> str:
+    """Match every signal from ``name`` and hand each to ``on(msg)``
+    (filtered to the name's current owner); returns that owner."""
+    from dbus_fast import MessageType
+
+    owner = (await bus_call(bus, "GetNameOwner", "s", [name])).body[0]
+
+    def handler(msg):
+        if msg.message_type == MessageType.SIGNAL and msg.sender == owner:
+            on(msg)
+
+    bus.add_message_handler(handler)
+    await bus_call(bus, "AddMatch", "s", [f"type='signal',sender='{name}'"])
+    return owner
+
+
 @pytest.fixture
 def system_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
     """A private system-like bus, exported as DBUS_SYSTEM_BUS_ADDRESS."""

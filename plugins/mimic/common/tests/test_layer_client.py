@@ -7,9 +7,10 @@ import asyncio
 import os
 import socket
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 from dynamod_mimic_common import connect_peer
+from dynamod_mimic_common.testing import watch_signals
 
 from dynamod.testing import deadline
 
@@ -30,20 +31,16 @@ async def call(bus, member, sig="", body=(), path=PATH, iface="org.example.Demo"
 def test_signals_come_from_the_name_owner(demo):
     async def body():
         bus = await MessageBus(bus_address=demo.bus.address).connect()
-        owner = (await call(bus, "GetNameOwner", "s", [DEST], "/org/freedesktop/DBus",
-                            "org.freedesktop.DBus", "org.freedesktop.DBus")).body[0]
         got: list[Message] = []
         seen = asyncio.Event()
 
         def on(msg):
-            if msg.message_type == MessageType.SIGNAL and msg.path == PATH:
+            if msg.path == PATH:
                 got.append(msg)
                 if msg.member == "Bumped":
                     seen.set()
 
-        bus.add_message_handler(on)
-        await call(bus, "AddMatch", "s", [f"type='signal',sender='{DEST}'"], "/org/freedesktop/DBus",
-                   "org.freedesktop.DBus", "org.freedesktop.DBus")
+        owner = await watch_signals(bus, DEST, on)
         reply = await call(bus, "Bump")
         assert reply.body == [1]
         await seen.wait()

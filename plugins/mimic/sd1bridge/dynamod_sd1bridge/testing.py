@@ -118,6 +118,18 @@ class Stack:
             self.bus.stop()
 
 
+def slow_oneshot(tree: ConfigTree, name: str, flag: Path) -> None:
+    """A oneshot (not enabled) whose start job runs until ``flag`` exists:
+    a job that stays in the job list as long as a test wants."""
+    tree.service(name, f'''
+        [service]
+        name = "{name}"
+        type = "oneshot"
+        enabled = false
+        exec = ["/bin/sh", "-c", "while [ ! -e {flag} ]; do sleep 0.05; done"]
+    ''')
+
+
 def settle(predicate, what: str, stack: Stack, timeout: float = 15.0):
     """wait_until with the bridge's and svmgr's logs on failure."""
     return wait_until(predicate, what, timeout, context=stack.log)

@@ -9,6 +9,7 @@ import subprocess
 
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
+from dynamod_mimic_common.testing import watch_signals
 
 from dynamod.testing import deadline
 
@@ -81,22 +82,15 @@ def test_job_and_property_signals_from_the_name_owner(bus_stack, tree):
 
     async def body():
         bus = await MessageBus(bus_address=up.bus_address).connect()
-        owner = (await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                                        interface="org.freedesktop.DBus", member="GetNameOwner",
-                                        signature="s", body=[DEST]))).body[0]
         got: list[Message] = []
         removed = asyncio.Event()
 
         def on(msg):
-            if msg.message_type == MessageType.SIGNAL and msg.sender == owner:
-                got.append(msg)
-                if msg.member == "JobRemoved":
-                    removed.set()
+            got.append(msg)
+            if msg.member == "JobRemoved":
+                removed.set()
 
-        bus.add_message_handler(on)
-        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                               interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-                               body=[f"type='signal',sender='{DEST}'"]))
+        await watch_signals(bus, DEST, on)
         reply = await bus.call(Message(destination=DEST, path=MGR,
                                        interface="org.freedesktop.systemd1.Manager", member="StartUnit",
                                        signature="ss", body=["off.service", "replace"]))

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from dynamod_sd1bridge.testing import settle
+from dynamod_sd1bridge.testing import settle, slow_oneshot
 
 from dynamod.testing import Svmgr
 
@@ -24,13 +24,7 @@ def test_machine_run_systemd_untouched(stack, tree):
 
 def test_svmgr_dying_under_a_waiting_start(stack, tree, work):
     tree.simple("web")
-    tree.service("slow", f'''
-        [service]
-        name = "slow"
-        type = "oneshot"
-        enabled = false
-        exec = ["/bin/sh", "-c", "while [ ! -e {work}/go ]; do sleep 0.05; done"]
-    ''')
+    slow_oneshot(tree, "slow", work / "go")
     stack.start(("web",))
     waiter = subprocess.Popen(stack.ns.argv(["systemctl", "start", "slow"]), env=stack.env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

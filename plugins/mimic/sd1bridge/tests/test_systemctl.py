@@ -10,7 +10,7 @@ import threading
 
 import pytest
 from dynamod_mimic_common.testing import NOBODY
-from dynamod_sd1bridge.testing import settle
+from dynamod_sd1bridge.testing import settle, slow_oneshot
 
 SLOW_FLAG = "slow.go"
 
@@ -22,14 +22,7 @@ def populate(tree, work):
                 extra='[restart]\npolicy = "temporary"\n')
     tree.service("once", '[service]\nname = "once"\ntype = "oneshot"\nexec = ["/bin/true"]\n')
     tree.service("off", '[service]\nname = "off"\nenabled = false\nexec = ["/bin/sleep", "1000"]\n')
-    flag = work / SLOW_FLAG
-    tree.service("slow", f'''
-        [service]
-        name = "slow"
-        type = "oneshot"
-        enabled = false
-        exec = ["/bin/sh", "-c", "while [ ! -e {flag} ]; do sleep 0.05; done"]
-    ''')
+    slow_oneshot(tree, "slow", work / SLOW_FLAG)
 
 
 @pytest.fixture
