@@ -161,9 +161,19 @@ def fetch_services(conn: Conn) -> list[dict]:
     return services
 
 
-def list_services(socket: str | None, as_json: bool) -> int:
+def list_services(socket: str | None, as_json: bool, failed: bool = False,
+                  states: Sequence[str] = (), patterns: Sequence[str] = ()) -> int:
+    """Every service, or those in one of ``states`` (``failed``: the
+    failed ones) whose name matches one of the shell ``patterns``."""
     with connect(socket) as conn:
         services = fetch_services(conn)
+    wanted = {s for arg in states for s in arg.split(",") if s} | ({"failed"} if failed else set())
+    if wanted:
+        services = [s for s in services if s.get("state") in wanted]
+    if patterns:
+        from fnmatch import fnmatchcase
+
+        services = [s for s in services if any(fnmatchcase(str(s.get("name")), p) for p in patterns)]
     out(_json(services) if as_json else render.service_list(services, time.time(), _style()))
     return OK
 

@@ -18,20 +18,23 @@ from dynamod.config.model import ConfigError, SystemConfig
 from dynamod.ipc.schema import READ_ONLY_REQUESTS, Message, error, event, response
 from dynamod.ipc.server import Connection
 from dynamod.svmgr.manager import Manager, OperationFailed
+from dynamod.svmgr.unitverbs import UnitVerbs
 
 # Leave room for the envelope under the 64 KiB frame limit.
 PAGE_BYTES = 56 * 1024
 LIST_FIELDS = ("name", "state", "type", "supervisor", "pid", "since", "reason", "explicit", "restarts", "description")
 
 
-class Control:
+class Control(UnitVerbs):
     def __init__(
         self,
         manager: Manager,
         reload_config: Callable[[], SystemConfig],
         request_shutdown: Callable[[str], Awaitable[None]],
+        config_dir: str | None = None,
     ) -> None:
         self.manager = manager
+        self.config_dir = config_dir  # where enable/mask/edit write (unitverbs.py)
         self.reload_config = reload_config
         self.request_shutdown = request_shutdown
         self.subscribers: set[Connection] = set()
@@ -91,7 +94,7 @@ class Control:
             return error(msg, "failed", str(exc), [s.reason] if s is not None and s.reason else None)
 
     def _info(self, name: str) -> dict[str, Any]:
-        return self.manager.status_of(self.manager.get(name))
+        return self.absolute_paths(self.manager.status_of(self.manager.get(name)))
 
     async def do_ServiceStatus(self, conn: Connection, msg: Message) -> Message:
         return response(msg, "ServiceInfo", {"service": self._info(msg.body["name"])})

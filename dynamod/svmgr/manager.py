@@ -202,6 +202,11 @@ class Manager:
         self.pump()
         return ok
 
+    def reset_failed(self, names: Iterable[str]) -> list[str]:
+        done = self.engine.reset_failed(names)
+        self.pump()
+        return done
+
     def status_of(self, s: Any) -> dict[str, Any]:
         info = s.info()
         h = self.handle(s.name)
