@@ -1059,7 +1059,7 @@ class Engine(Supervision):
         new = config.services
         refused = getattr(config, "refused", {})
         removed = [n for n in self.services if n not in new and n not in refused]
-        changed = [n for n, s in self.services.items() if n in new and not same_run(new[n], s.cfg)]
+        changed = [n for n, s in self.services.items() if n in new and new[n] != s.cfg]
         # A refused file for a service that runs: it stops, and shows why.
         changed += [n for n in self.services if n in refused and n not in new
                     and self.services[n].load_error is None]
@@ -1108,12 +1108,7 @@ class Engine(Supervision):
                 s.restarts.reset()
                 self._set_state(s, st.STOPPED)
                 continue
-            if cfg != s.cfg and same_run(cfg, s.cfg):
-                # Only enabled / masked differ (an override written behind
-                # our back): nothing to restart, and activation is left
-                # alone, as enable and mask leave it.
-                s.cfg = cfg
-            elif cfg != s.cfg:
+            if cfg != s.cfg:
                 changed.append(n)
                 if s.cfg.enabled != cfg.enabled:
                     s.explicit = cfg.enabled
@@ -1194,12 +1189,6 @@ class Engine(Supervision):
 
 def masked_message(name: str) -> str:
     return f"{name} is masked: it cannot be started ('dynamodctl unmask {name}' allows it again)"
-
-
-def same_run(a: ServiceConfig, b: ServiceConfig) -> bool:
-    """Whether two configurations run the same process the same way: they
-    may differ in whether the service starts at boot or is masked."""
-    return replace(a, enabled=b.enabled, masked=b.masked) == b
 
 
 def refused_config(name: str, ref: Any, supervisors: dict[str, Supervisor]) -> ServiceConfig:

@@ -166,6 +166,20 @@ class UnitVerbs:
             size += len(f["text"].encode())
         return response(msg, "ServiceFiles", {"name": name, "files": files})
 
+    def _override_problems(self, name: str, text: str) -> list[str]:
+        """Why the configuration would be worse with ``text`` as NAME's
+        drop-in: NAME refused, or errors (an unknown dependency, a cycle)
+        that the configuration does not have now and Reload would refuse."""
+        from dynamod.config.loader import load_config
+
+        now = {str(d) for d in load_config(self.config_dir, self.manager.ext).errors}
+        cfg = load_config(self.config_dir, self.manager.ext, dropins={name: text})
+        problems = [f"{d.location}: {d.message}" for d in cfg.errors if str(d) not in now]
+        if name not in cfg.services and not problems:
+            ref = cfg.refused.get(name)
+            problems = list(ref.errors) if ref is not None else [f"{name} would not be a service"]
+        return problems
+
     def _file(self, conn: Connection, path: str, kind: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"path": path, "kind": kind, "text": ""}
         try:
@@ -183,8 +197,6 @@ class UnitVerbs:
     async def do_SetServiceOverride(self, conn: Connection, msg: Message) -> Message:
         """Check the drop-in against the whole configuration; save it only
         if the service would load with it. It applies at the next Reload."""
-        from dynamod.config.loader import load_config
-
         name = msg.body["name"]
         self.manager.get(name)
         if self.config_dir is None:
@@ -193,10 +205,8 @@ class UnitVerbs:
         path = ov.dropin_path(self.config_dir, name)
         empty = not text.strip()
         if not empty:
-            cfg = load_config(self.config_dir, self.manager.ext, dropins={name: text})
-            if name not in cfg.services:
-                ref = cfg.refused.get(name)
-                problems = list(ref.errors) if ref is not None else [f"{name} would not be a service"]
+            problems = self._override_problems(name, text)
+            if problems:
                 return error(msg, "failed", f"{name} would not load with this override; nothing saved",
                              problems)
         try:
