@@ -552,7 +552,7 @@ def test_help(tmp_path: Path) -> None:
     assert listed == [
         "list", "status", "is-active", "tree", "start", "stop", "restart", "try-restart",
         "enable", "disable", "mask", "unmask", "is-enabled", "is-failed", "reset-failed",
-        "show", "cat", "kill", "edit",
+        "show", "cat", "kill", "edit", "analyze",
         "reload", "shutdown", "logs", "check", "plugins", "completion",
     ]  # fmt: skip
     assert all(len(line) <= 78 for line in lines if not line.startswith("    "))

@@ -282,11 +282,11 @@ def test_catalogue() -> None:
         "ListServices", "TreeStatus", "Reload", "Shutdown", "GetServiceByPid",
         "GetLogs", "Subscribe", "TryRestartService", "ReloadOrRestartService", "ListJobs",
         "CancelJob", "EnableService", "DisableService", "MaskService", "UnmaskService",
-        "ResetFailed", "KillService", "GetServiceFiles", "SetServiceOverride",
+        "ResetFailed", "KillService", "GetServiceFiles", "SetServiceOverride", "GetBootTimes",
     }  # fmt: skip
     assert set(message_types("response")) == {
         "Hello", "Ack", "Error", "ServiceInfo", "ServiceList", "Tree", "ReloadResult",
-        "ServiceByPid", "Logs", "JobList", "UnitFileChange", "ServiceFiles",
+        "ServiceByPid", "Logs", "JobList", "UnitFileChange", "ServiceFiles", "BootTimes",
     }  # fmt: skip
     assert set(message_types("event")) == {
         "Heartbeat", "HeartbeatAck", "RequestShutdown", "ShutdownSignal", "LogToKmsg",

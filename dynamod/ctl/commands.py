@@ -151,14 +151,21 @@ def is_active(socket: str | None, names: Sequence[str], quiet: bool) -> int:
 
 def fetch_services(conn: Conn) -> list[dict]:
     """Every service map; ListServices is paged (``next`` until absent)."""
+    return fetch_pages(conn, "ListServices", "ServiceList")[1]
+
+
+def fetch_pages(conn: Conn, request: str, expect: str) -> tuple[dict, list[dict]]:
+    """The last page's body and every page's ``services`` (a paged request:
+    ask again with ``offset`` = ``next`` until it is absent)."""
     services: list[dict] = []
     offset: int | None = 0
+    body: dict = {}
     while offset is not None:
-        body = conn.request("ListServices", "ServiceList", {"offset": offset})
+        body = conn.request(request, expect, {"offset": offset})
         services.extend(s for s in body.get("services") or [] if isinstance(s, dict))
         nxt = body.get("next")
         offset = nxt if isinstance(nxt, int) and nxt > offset else None
-    return services
+    return body, services
 
 
 def list_services(socket: str | None, as_json: bool, failed: bool = False,

@@ -120,6 +120,12 @@ def _kill(names: list[str], signal: str, main: bool, kill_whom: str | None, sock
     return _commands().run(_units().kill, socket, names, signal, whom)
 
 
+def _analyze(what: str | None, name: str | None, socket: str | None) -> int:
+    from dynamod.ctl import analyze
+
+    return _commands().run(analyze.analyze, socket, what, name)
+
+
 def _edit(name: str, no_reload: bool, socket: str | None) -> int:
     return _commands().run(_units().edit, socket, name, no_reload)
 
@@ -365,6 +371,21 @@ COMMANDS: dict[str, Command] = {
             "refused with the errors and nothing is saved.",
             Arg("NAME", "Service name.", complete="services"),
             Opt("--no-reload", help="Save only; apply it at the next 'dynamodctl reload'."),
+            SOCKET,
+        ),
+        Command(
+            "analyze",
+            _analyze,
+            "How the boot went: totals, blame, critical-chain [NAME], plot (SVG), dot.\n\n"
+            "time (the default): kernel, initramfs and init where dynamod-init recorded "
+            "them, then svmgr's start to the last service ready; blame: services by "
+            "their time from start to ready; critical-chain: the dependencies that "
+            "decided when NAME (default: the last one) was ready; plot: an SVG "
+            "timeline (dynamodctl analyze plot > boot.svg); dot: the dependency graph "
+            "for graphviz (| dot -Tsvg > deps.svg).",
+            Arg("what", "What to show.", required=False,
+                choices=("time", "blame", "critical-chain", "plot", "dot")),
+            Arg("NAME", "critical-chain: the service.", required=False, complete="services"),
             SOCKET,
         ),
         Command("reload", _reload, "Re-read the configuration and apply the differences.", SOCKET),

@@ -210,6 +210,8 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
     },
     "GetServiceFiles": {"request": _NAME},
     "SetServiceOverride": {"request": {"name": (str, True), "text": (str, True)}},
+    # Paged as ListServices (``next``).
+    "GetBootTimes": {"request": {"offset": (int, False)}},
     "Ack": {"response": {"message": (str, False)}},
     # ``code`` is checked as a string, not against ERROR_CODES, so that a
     # client keeps working when a newer server adds a code.
@@ -254,6 +256,17 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
     # ``files``: maps {path, kind, text, truncated?, error?}; kind is
     # definition, override or state.
     "ServiceFiles": {"response": {"name": (str, True), "files": (ListOf(dict), True)}},
+    "BootTimes": {
+        "response": {
+            "manager_start": (float, True),
+            "now": (float, True),
+            "init_start": ((float, _NONE), False),
+            "initramfs_end": ((float, _NONE), False),
+            "services": (ListOf(dict), True),
+            "total": (int, False),
+            "next": (int, False),
+        }
+    },
     "Logs": {"response": {"name": (str, True), "lines": (ListOf(TupleOf(float, str)), True)}},
     # A job was queued / ended (to subscribers). ``result`` is one of done,
     # failed, canceled, dependency, timeout, skipped; ``effects`` lists
@@ -295,6 +308,7 @@ READ_ONLY_REQUESTS = frozenset(
         "Subscribe",
         "ListJobs",
         "GetServiceFiles",
+        "GetBootTimes",
     }
 )
 

@@ -210,10 +210,17 @@ class Engine(Supervision):
         now = self.clock.now()
         if new == st.PENDING:
             s.pending_at, s.started_at, s.ready_at = now, None, None
+            phase = 0
         elif new == st.STARTING:
             s.started_at = now
+            phase = 1
         elif new in st.UP:
             s.ready_at = now
+            phase = 2
+        else:
+            phase = -1
+        if phase >= 0 and s.boot[phase] is None:
+            s.boot[phase] = now
         self.changes.append((s.name, old, new, reason, s.since))
         self._attribute(s, new, reason)
         if s.job is not None:

@@ -63,6 +63,7 @@ class Manager:
         self.plugins = plugins
         self._log = log or (lambda m: print(f"dynamod-svmgr: {m}", file=sys.stderr, flush=True))
         self.loop = asyncio.get_event_loop()
+        self.started_at = self.loop.time()  # CLOCK_MONOTONIC, as the engine's times
         self.reaper = Reaper(on_error=self.log)
         self.journal = Journal(runtime_dir, resume=resume)
         self.handles: dict[str, ServiceHandle] = {}

@@ -45,6 +45,7 @@ class Service:
     """The runtime record of one service."""
 
     __slots__ = (
+        "boot",
         "cause",
         "cfg",
         "deadline",
@@ -126,6 +127,9 @@ class Service:
         self.pending_at: float | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
+        # The first of each since svmgr started ([pending, started, ready]):
+        # what `dynamodctl analyze` shows of the boot, whatever came after.
+        self.boot: list[float | None] = [None, None, None]
 
     @property
     def main_pid(self) -> int | None:
