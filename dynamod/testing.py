@@ -389,6 +389,36 @@ class Svmgr:
                 self.proc.wait()
 
 
+FOREVER = "trap 'exit 0' TERM; while :; do sleep 0.1; done"  # a simple service's script
+
+
+def ctl_env(**extra: str) -> dict[str, str]:
+    """The environment for :func:`ctl`: without DYNAMOD_SOCKET and NO_COLOR."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DYNAMOD_SOCKET", "NO_COLOR")}
+    env.update(extra)
+    return env
+
+
+def ctl(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``dynamodctl ARGS...`` as a whole process, through its entry point."""
+    return subprocess.run(
+        [sys.executable, "-m", "dynamod.ctl.main", *args],
+        capture_output=True,
+        text=True,
+        env=env or ctl_env(),
+        timeout=timeout,
+    )
+
+
+def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+    """The one ``dynamodctl: ...`` line a failed command wrote to stderr."""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("dynamodctl: ")
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
 class Managers:
     """Several :class:`Svmgr` on one config tree, all stopped by
     :meth:`stop_all` (what a test fixture needs): calling it starts one, in
