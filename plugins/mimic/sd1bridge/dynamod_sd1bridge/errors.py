@@ -15,6 +15,7 @@ NO_SUCH_JOB = "org.freedesktop.systemd1.NoSuchJob"
 JOB_TYPE_NOT_APPLICABLE = "org.freedesktop.systemd1.JobTypeNotApplicable"
 TRANSACTION_IS_DESTRUCTIVE = "org.freedesktop.systemd1.TransactionIsDestructive"
 UNIT_MASKED = "org.freedesktop.systemd1.UnitMasked"
+NO_SUCH_PROCESS = "org.freedesktop.systemd1.NoSuchProcess"
 
 
 def no_such_unit(unit: str) -> DBusError:

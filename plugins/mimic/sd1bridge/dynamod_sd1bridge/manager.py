@@ -24,13 +24,14 @@ from dynamod_mimic_common import errors as E
 
 from dynamod.ipc.client import RemoteError
 
-from . import __version__
+from . import __version__, unitfiles
 from . import mapping as M
 from .errors import (
     JOB_TYPE_NOT_APPLICABLE,
     NO_SUCH_JOB,
     NO_SUCH_UNIT,
     NO_UNIT_FOR_PID,
+    UNIT_MASKED,
     no_such_unit,
     translate,
 )
@@ -233,6 +234,9 @@ class Bridge:
             "MainPID", "ControlPID", "ExecMainPID", "ExecMainCode", "ExecMainStatus", "Result",
             "StatusText", "NRestarts"])
 
+    def unit_files_changed(self) -> None:
+        self.server.emit(MANAGER_PATH, MANAGER, "UnitFilesChanged")
+
     def _local_job(self, unit: str, result: str = "done") -> str:
         bus_id = next(_LOCAL_JOB_IDS)
         path = job_path(bus_id)
@@ -261,6 +265,10 @@ class Bridge:
         try:
             body = await self.model.request(request, {"name": name, "mode": JOB_MODES[mode],
                                                       "no_block": True})
+        except RemoteError as exc:
+            if exc.code == "failed" and "is masked" in exc.message:
+                raise DBusError(UNIT_MASKED, f"Unit {unit} is masked.") from exc
+            raise translate(exc, unit) from exc
         except Exception as exc:
             raise translate(exc, unit) from exc
         job = body.get("job") or {}
@@ -439,6 +447,10 @@ class Bridge:
         return u.unit_file_state
 
 
+async def _with_install_info(changes: Any) -> tuple[bool, list]:
+    return True, await changes
+
+
 def _not_supported(what: str, how: str):
     def handler(*args: Any) -> None:
         raise DBusError(E.NOT_SUPPORTED, f"{what} is not supported by dynamod: {how}")
@@ -479,11 +491,10 @@ MANAGER = Interface("org.freedesktop.systemd1.Manager", methods=[
     _job_method("ReloadOrRestartUnit", "ReloadOrRestartService", "reload-or-restart"),
     _job_method("ReloadOrTryRestartUnit", "TryRestartService", "reload-or-try-restart"),
     _m("ReloadUnit", "ss", "o", _reload_unit, ("name", "mode"), ("job",)),
-    _m("KillUnit", "ssi", "", _not_supported("KillUnit", "this dynamod-svmgr has no kill request"),
+    _m("KillUnit", "ssi", "", lambda v, ctx, u, whom, sig: unitfiles.kill(v.bridge, ctx, u, whom, sig),
        ("name", "whom", "signal")),
-    _m("ResetFailedUnit", "s", "", _not_supported("ResetFailedUnit", "this dynamod-svmgr has no reset-failed request"),
-       ("name",)),
-    _m("ResetFailed", "", "", _not_supported("ResetFailed", "this dynamod-svmgr has no reset-failed request")),
+    _m("ResetFailedUnit", "s", "", lambda v, ctx, u: unitfiles.reset_failed(v.bridge, ctx, u), ("name",)),
+    _m("ResetFailed", "", "", lambda v, ctx: unitfiles.reset_failed(v.bridge, ctx, None)),
     _m("GetUnitProcesses", "s", "a(sus)", lambda v, ctx, u: v.bridge.unit_processes(ctx, u),
        ("name",), ("processes",)),
     _m("GetJob", "u", "o", lambda v, ctx, i: v.bridge.get_job(ctx, i), ("id",), ("job",)),
@@ -513,14 +524,17 @@ MANAGER = Interface("org.freedesktop.systemd1.Manager", methods=[
     _m("GetUnitFileState", "s", "s", lambda v, ctx, f: v.bridge.unit_file_state(ctx, f), ("file",), ("state",)),
     _m("GetUnitFileLinks", "sb", "as", lambda v, ctx, name, runtime: [], ("name", "runtime"), ("links",)),
     _m("EnableUnitFiles", "asbb", "ba(sss)",
-       _not_supported("EnableUnitFiles", "this dynamod-svmgr has no enable request"),
+       lambda v, ctx, files, runtime, force: _with_install_info(
+           unitfiles.change(v.bridge, ctx, "enable", files, runtime)),
        ("files", "runtime", "force"), ("carries_install_info", "changes")),
     _m("DisableUnitFiles", "asb", "a(sss)",
-       _not_supported("DisableUnitFiles", "this dynamod-svmgr has no disable request"),
+       lambda v, ctx, files, runtime: unitfiles.change(v.bridge, ctx, "disable", files, runtime),
        ("files", "runtime"), ("changes",)),
-    _m("MaskUnitFiles", "asbb", "a(sss)", _not_supported("MaskUnitFiles", "dynamod has no masking"),
+    _m("MaskUnitFiles", "asbb", "a(sss)",
+       lambda v, ctx, files, runtime, force: unitfiles.change(v.bridge, ctx, "mask", files, runtime),
        ("files", "runtime", "force"), ("changes",)),
-    _m("UnmaskUnitFiles", "asb", "a(sss)", _not_supported("UnmaskUnitFiles", "dynamod has no masking"),
+    _m("UnmaskUnitFiles", "asb", "a(sss)",
+       lambda v, ctx, files, runtime: unitfiles.change(v.bridge, ctx, "unmask", files, runtime),
        ("files", "runtime"), ("changes",)),
     _m("GetDefaultTarget", "", "s", _not_supported("GetDefaultTarget", "dynamod has no targets"), (), ("name",)),
 ], signals=[

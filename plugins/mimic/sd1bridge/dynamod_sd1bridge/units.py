@@ -65,6 +65,7 @@ class UnitBase:
     times = Times()
     state_change = 0.0
     control_group = ""
+    dropins: list[str] = []
 
     def __init__(self, unit: str) -> None:
         self.id = unit
@@ -103,7 +104,10 @@ class ServiceUnit(UnitBase):
         src = svc.get("source") or ""
         if src and not src.startswith("<"):
             self.fragment_path = src if os.path.isabs(src) else os.path.join(model.config_dir, src)
-        self.unit_file_state = "enabled" if svc.get("enabled", True) else "disabled"
+        self.unit_file_state = svc.get("enablement") or ("enabled" if svc.get("enabled", True) else "disabled")
+        if svc.get("masked"):
+            self.load_state = "masked"
+        self.dropins = [svc["dropin"]] if svc.get("dropin") else []
         if svc.get("load_error"):
             self.unit_file_state = "bad"
             self.load_error = ("org.freedesktop.systemd1.BadUnitSetting", str(svc["load_error"]))
@@ -113,7 +117,8 @@ class ServiceUnit(UnitBase):
         self.before = [service_unit(n) for n in svc.get("before") or ()]
         self.required_by = [service_unit(n) for n in model.required_by(name, "requires")]
         self.wanted_by = [service_unit(n) for n in model.required_by(name, "wants")]
-        self.can_start = self.can_stop = self.load_state == "loaded"
+        self.can_start = self.load_state == "loaded"
+        self.can_stop = self.load_state in ("loaded", "masked")
         job = svc.get("job")
         if job:
             self.job = (model.bus_job_id(job["id"]), job_path(model.bus_job_id(job["id"])))
@@ -195,7 +200,7 @@ UNIT = Interface("org.freedesktop.systemd1.Unit", props=[
     Prop("SubState", "s", lambda u: u.sub_state),
     Prop("FragmentPath", "s", lambda u: u.fragment_path),
     Prop("SourcePath", "s", lambda u: ""),
-    Prop("DropInPaths", "as", lambda u: []),
+    Prop("DropInPaths", "as", lambda u: u.dropins),
     Prop("UnitFileState", "s", lambda u: u.unit_file_state),
     Prop("UnitFilePreset", "s", lambda u: ""),
     Prop("StateChangeTimestamp", "t", lambda u: M.usec(u.state_change)),
