@@ -98,16 +98,20 @@ class PrivateBus:
     /usr/share/dbus-1/system.d, which has the systemd1/hostname1/... files);
     ``policy_files`` as ``<include>``; ``open_policy=True`` adds a policy
     that lets everyone own and call everything (for layer tests with made-up
-    names)."""
+    names); ``socket`` listens elsewhere than in the temp directory (e.g.
+    /run/dbus/system_bus_socket inside a container: write the config with
+    this class, run ``command()`` as a service)."""
 
     def __init__(self, policy_dirs: Iterable[str] = (SYSTEM_POLICY_DIR,),
                  policy_files: Iterable[str | os.PathLike[str]] = (),
-                 open_policy: bool = False, directory: str | None = None) -> None:
+                 open_policy: bool = False, directory: str | None = None,
+                 socket: str | None = None) -> None:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="dynamod-bus-", dir="/tmp"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         # Non-root clients must reach the socket (pytest's tmp dirs are 0700).
         self.dir.chmod(0o755)
-        self.socket = self.dir / "system_bus_socket"
+        self.socket = Path(socket) if socket else self.dir / "system_bus_socket"
         self.address = f"unix:path={self.socket}"
         extra = [f"  <includedir>{escape(d)}</includedir>" for d in policy_dirs]
         extra += [f"  <include>{escape(os.fspath(f))}</include>" for f in policy_files]
@@ -118,10 +122,13 @@ class PrivateBus:
         self.config.write_text(_CONFIG.format(socket=escape(str(self.socket)), extra="\n".join(extra)))
         self.proc: subprocess.Popen[str] | None = None
 
+    def command(self) -> list[str]:
+        """The dbus-daemon command line for this config (foreground)."""
+        return ["dbus-daemon", f"--config-file={self.config}", "--nofork", "--nopidfile", "--nosyslog"]
+
     def start(self) -> PrivateBus:
         self.proc = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={self.config}", "--nofork", "--nopidfile",
-             "--nosyslog", "--print-address=1"],
+            [*self.command(), "--print-address=1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
