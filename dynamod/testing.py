@@ -466,7 +466,8 @@ def manager_fixtures() -> tuple[Any, Any]:
 
 class InitContainer:
     """``dynamod-init --container`` as PID 1 of a new PID + mount namespace
-    (``unshare``; needs root), with its own /run. Its output (init's and
+    (``unshare``; needs root), with its own /run. Services contributed by
+    installed plugins are left out unless ``plugin_services=True``. Its output (init's and
     svmgr's logs) goes to ``log_path``; :meth:`run` executes a command inside
     the namespaces with ``nsenter``."""
 
@@ -477,11 +478,15 @@ class InitContainer:
         *,
         env: Mapping[str, str] | None = None,
         args: Iterable[str] = (),
+        plugin_services: bool = False,
     ) -> None:
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.log_path = self.work / "init.log"
         full_env = dict(os.environ)
+        # Services that installed plugins contribute (the systemd1 bridge...)
+        # only where a test asks for them: a test's system is its config.
+        full_env["DYNAMOD_PLUGIN_SERVICES"] = "1" if plugin_services else "0"
         full_env.update(env or {})
         script = (
             "mount -t tmpfs tmpfs /run && "

@@ -52,7 +52,7 @@ def wait_ok(c: InitContainer, *args: str, user: int | None = None):
 def test_booted_container(system):
     tree, work = system
     before = sorted(os.listdir("/run/systemd")) if os.path.isdir("/run/systemd") else None
-    with InitContainer(tree.root, work / "w", env=ENV) as c:
+    with InitContainer(tree.root, work / "w", env=ENV, plugin_services=True) as c:
         c.wait_log("dynamod-sd1bridge: waiting-ready -> running")
         # Root: the private socket; nobody: the system bus (both inside).
         out = wait_ok(c, "status", "dynamod-sd1bridge").stdout

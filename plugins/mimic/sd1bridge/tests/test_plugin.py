@@ -39,3 +39,7 @@ def test_installed_entry_point_contributes_the_service(tmp_path):
     env["DYNAMOD_SD1BRIDGE_SERVICE"] = "0"
     r = check()
     assert f"{tmp_path}: 0 services, 1 supervisor; 0 errors, 0 warnings" in r.stdout + r.stderr
+    # The host's knob drops every plugin's services, this one's included.
+    env.update(DYNAMOD_SD1BRIDGE_SERVICE="1", DYNAMOD_PLUGIN_SERVICES="0")
+    r = check()
+    assert f"{tmp_path}: 0 services, 1 supervisor; 0 errors, 0 warnings" in r.stdout + r.stderr
