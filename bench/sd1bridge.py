@@ -62,8 +62,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=200)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--via", default="bus,private", help="bus, private or both (default)")
     args = ap.parse_args()
-    for via in ("bus", "private"):
+    for via in args.via.split(","):
         work = Path(tempfile.mkdtemp(prefix="sd1bench-", dir="/tmp"))
         work.chmod(0o755)
         ns = Namespace()

@@ -152,6 +152,11 @@ class Bridge:
     # -- objects -----------------------------------------------------------
 
     async def _manager_node(self, ctx: CallContext) -> Node:
+        # The counters (NNames, SystemState...) cost a full ListServices and
+        # TreeStatus: fetched only when properties are asked for, not for
+        # every method call on the Manager.
+        if ctx.msg.interface not in ("org.freedesktop.DBus.Properties", None):
+            return Node(ManagerView(self, []), (MANAGER,))
         try:
             services = await self.model.services()
             await self.refresh_tree()
