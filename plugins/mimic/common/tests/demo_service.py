@@ -116,6 +116,18 @@ async def resolve_item(rest: str, ctx: CallContext) -> Node | None:
     return Node(Item(name), (ITEM,))
 
 
+CALLS = Interface("org.example.Calls", props=[
+    Prop("Seen", "u", lambda n: n),
+    Prop("Interface", "s", lambda n: "computed"),
+])
+_calls = [0]
+
+
+def computed(ctx: CallContext) -> Node:
+    _calls[0] += 1
+    return Node(_calls[0], (CALLS,))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--peer")
@@ -125,6 +137,7 @@ async def main() -> None:
     server.add_object(PATH, Node(demo, (DEMO, EXTRA)))
     server.add_subtree(PATH + "/item", resolve_item,
                        lambda: [child_path("", n).lstrip("/") for n in sorted(KNOWN)])
+    server.add_computed("/org/example/Calls", computed)
     bus = await connect_system_bus()
     server.attach(bus)
     await claim_name(bus, "org.example.Demo")

@@ -60,6 +60,13 @@ def test_unresolvable_paths_are_unknown_objects(demo, path):
     assert f"Unknown object '{path}'" in r.stderr
 
 
+def test_computed_object_is_built_per_call(demo):
+    first = ok(demo, "get-property", DEST, "/org/example/Calls", "org.example.Calls", "Seen")
+    second = ok(demo, "get-property", DEST, "/org/example/Calls", "org.example.Calls", "Seen")
+    assert first.split()[0] == "u" and int(second.split()[1]) == int(first.split()[1]) + 1
+    assert "example" in ok(demo, "tree", DEST)
+
+
 def test_introspection_matches_tables(demo):
     xml = ok(demo, "call", DEST, PATH, "org.freedesktop.DBus.Introspectable", "Introspect")
     doc = ET.fromstring(xml.split(" ", 1)[1].strip().strip('"').encode().decode("unicode_escape"))
