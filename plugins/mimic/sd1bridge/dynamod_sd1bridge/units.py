@@ -115,8 +115,7 @@ class ServiceUnit(UnitBase):
         self.wants = [service_unit(n) for n in svc.get("wants") or ()]
         self.after = [service_unit(n) for n in svc.get("after") or ()]
         self.before = [service_unit(n) for n in svc.get("before") or ()]
-        self.required_by = [service_unit(n) for n in model.required_by(name, "requires")]
-        self.wanted_by = [service_unit(n) for n in model.required_by(name, "wants")]
+        self.model = model
         self.can_start = self.load_state == "loaded"
         self.can_stop = self.load_state in ("loaded", "masked")
         job = svc.get("job")
@@ -143,6 +142,17 @@ class ServiceUnit(UnitBase):
         self.result = M.service_result(svc)
         pids = svc.get("control_pids") or ()
         self.control_pid = pids[0] if pids else 0
+
+
+    # Reverse dependencies scan every service: computed only when read (a
+    # state-change announcement builds a unit per event and needs neither).
+    @property
+    def required_by(self) -> list[str]:  # type: ignore[override]
+        return [service_unit(n) for n in self.model.required_by(self.name, "requires")]
+
+    @property
+    def wanted_by(self) -> list[str]:  # type: ignore[override]
+        return [service_unit(n) for n in self.model.required_by(self.name, "wants")]
 
 
 class SliceUnit(UnitBase):
