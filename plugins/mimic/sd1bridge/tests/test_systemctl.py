@@ -18,8 +18,15 @@ SLOW_FLAG = "slow.go"
 def populate(tree, work):
     tree.simple("web", description="Web frontend", extra='[dependencies]\nrequires = ["db"]\n')
     tree.simple("db", description="Database")
-    tree.simple("bad", "echo broken; exit 3", description="Always fails",
-                extra='[restart]\npolicy = "temporary"\n')
+    # A oneshot: its start job waits for the exit, so it fails however slow
+    # the machine (a simple service's job is done once it stayed up 50 ms).
+    tree.service("bad", '''
+        [service]
+        name = "bad"
+        type = "oneshot"
+        description = "Always fails"
+        exec = ["/bin/sh", "-c", "echo broken; exit 3"]
+    ''')
     tree.service("once", '[service]\nname = "once"\ntype = "oneshot"\nexec = ["/bin/true"]\n')
     tree.service("off", '[service]\nname = "off"\nenabled = false\nexec = ["/bin/sleep", "1000"]\n')
     slow_oneshot(tree, "slow", work / SLOW_FLAG)
