@@ -389,6 +389,36 @@ class Svmgr:
                 self.proc.wait()
 
 
+FOREVER = "trap 'exit 0' TERM; while :; do sleep 0.1; done"  # a simple service's script
+
+
+def ctl_env(**extra: str) -> dict[str, str]:
+    """The environment for :func:`ctl`: without DYNAMOD_SOCKET and NO_COLOR."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DYNAMOD_SOCKET", "NO_COLOR")}
+    env.update(extra)
+    return env
+
+
+def ctl(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``dynamodctl ARGS...`` as a whole process, through its entry point."""
+    return subprocess.run(
+        [sys.executable, "-m", "dynamod.ctl.main", *args],
+        capture_output=True,
+        text=True,
+        env=env or ctl_env(),
+        timeout=timeout,
+    )
+
+
+def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+    """The one ``dynamodctl: ...`` line a failed command wrote to stderr."""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("dynamodctl: ")
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
 class Managers:
     """Several :class:`Svmgr` on one config tree, all stopped by
     :meth:`stop_all` (what a test fixture needs): calling it starts one, in
@@ -436,7 +466,8 @@ def manager_fixtures() -> tuple[Any, Any]:
 
 class InitContainer:
     """``dynamod-init --container`` as PID 1 of a new PID + mount namespace
-    (``unshare``; needs root), with its own /run. Its output (init's and
+    (``unshare``; needs root), with its own /run. Services contributed by
+    installed plugins are left out unless ``plugin_services=True``. Its output (init's and
     svmgr's logs) goes to ``log_path``; :meth:`run` executes a command inside
     the namespaces with ``nsenter``."""
 
@@ -447,11 +478,15 @@ class InitContainer:
         *,
         env: Mapping[str, str] | None = None,
         args: Iterable[str] = (),
+        plugin_services: bool = False,
     ) -> None:
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.log_path = self.work / "init.log"
         full_env = dict(os.environ)
+        # Services that installed plugins contribute (the systemd1 bridge...)
+        # only where a test asks for them: a test's system is its config.
+        full_env["DYNAMOD_PLUGIN_SERVICES"] = "1" if plugin_services else "0"
         full_env.update(env or {})
         script = (
             "mount -t tmpfs tmpfs /run && "

@@ -18,35 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamod.testing import ConfigTree, Svmgr
-
-FOREVER = "trap 'exit 0' TERM; while :; do sleep 0.1; done"
-
-
-def ctl_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DYNAMOD_SOCKET", "NO_COLOR")}
-    env.update(extra)
-    return env
-
-
-def ctl(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dynamod.ctl.main", *args],
-        capture_output=True,
-        text=True,
-        env=env or ctl_env(),
-        timeout=timeout,
-    )
-
-
-def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("dynamodctl: ")
-    assert "Traceback" not in r.stderr
-    return lines[0]
+from dynamod.testing import FOREVER, ConfigTree, Svmgr, ctl, ctl_env, one_error_line
 
 
 @pytest.fixture
@@ -510,7 +482,7 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
         (["logs", "x", "-n"], "Option '-n' requires an argument."),
         (["status", "x", "--json=1"], "Option '--json' does not take a value."),
         (["logs", "a", "b"], "Got unexpected extra argument (b) (see 'dynamodctl logs --help')"),
-        (["list", "a", "b"], "Got unexpected extra arguments (a b) (see 'dynamodctl list --help')"),
+        (["cat", "--now"], "No such option: --now (see 'dynamodctl cat --help')"),
         (
             ["shutdown"],
             "Missing argument 'kind'. Choose from: poweroff, reboot, halt "
@@ -537,11 +509,11 @@ def test_suggestions_are_close_or_absent(tmp_path: Path) -> None:
     (`show` once suggested `shutdown`)."""
     sock = str(tmp_path / "none.sock")
     for word, hint in (
-        ("show", ""),
-        ("enable", ""),
-        ("mask", ""),
-        ("kill", ""),
-        ("is-enabled", ""),
+        ("isolate", ""),
+        ("preset", ""),
+        ("link", ""),
+        ("revert", ""),
+        ("list-dependencies", ""),
         ("lsit", " Did you mean 'list'?"),
         ("stauts", " Did you mean 'status'?"),
         ("stat", " Did you mean 'start' or 'status'?"),
@@ -579,6 +551,8 @@ def test_help(tmp_path: Path) -> None:
     ]
     assert listed == [
         "list", "status", "is-active", "tree", "start", "stop", "restart", "try-restart",
+        "enable", "disable", "mask", "unmask", "is-enabled", "is-failed", "reset-failed",
+        "show", "cat", "kill", "edit", "analyze",
         "reload", "shutdown", "logs", "check", "plugins", "completion",
     ]  # fmt: skip
     assert all(len(line) <= 78 for line in lines if not line.startswith("    "))
@@ -652,12 +626,28 @@ def test_permission_denied_exit_6(tree: ConfigTree) -> None:
                 ["restart", "svc"],
                 ["reload"],
                 ["shutdown", "halt"],
+                ["enable", "idle"],
+                ["disable", "svc"],
+                ["mask", "idle"],
+                ["unmask", "idle"],
+                ["reset-failed"],
+                ["kill", "svc"],
             ):
                 r = as_nobody("--socket", mgr.socket, *args)
                 assert r.returncode == 6, (args, r.stdout, r.stderr)
                 assert "needs root" in one_error_line(r)
             assert mgr.status("svc")["state"] == "running"
             assert mgr.status("idle")["state"] == "stopped"
+            assert not (tree.root / "overrides").exists()  # nothing was recorded
+            # cat shows what everyone may read, and only that.
+            r = as_nobody("--socket", mgr.socket, "cat", "svc")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.startswith(f"# {tree.root / 'services' / 'svc.toml'}\n[service]\n")
+            (tree.root / "services" / "svc.toml").chmod(0o600)
+            r = as_nobody("--socket", mgr.socket, "cat", "svc")
+            assert r.returncode == 1
+            assert one_error_line(r).endswith("svc.toml: not readable by you")
+            assert "[service]" not in r.stdout
             # A socket nobody may not even reach is a permission problem too.
             private = Path(tempfile.mkdtemp(prefix="dynamodctl-private-"))
             try:

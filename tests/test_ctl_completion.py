@@ -67,7 +67,7 @@ def test_commands_options_and_values() -> None:
     assert words(complete(["sta"])) == ["status", "start"]
     assert (
         "list",
-        "List every service: state, pid, time in state, restarts, supervisor, reason.",
+        "List services: state, pid, time in state, restarts, supervisor, reason.",
     ) in complete([""])
     assert "__complete" not in words(complete([""]))  # hidden
     assert words(complete(["-"])) == ["--help", "--socket", "--version", "-h"]

@@ -40,7 +40,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         (["--socket=/a", "status", "--socket", "/b", "web", "--socket=/c"], "status",
          {"names": ["web"], "json": False, "socket": "/c"}),
         # An empty --socket= after the command leaves the one before.
-        (["--socket", "/a", "list", "--socket="], "list", {"json": False, "socket": "/a"}),
+        (["--socket", "/a", "list", "--socket="], "list",
+         {"json": False, "socket": "/a", "failed": False, "state": [], "patterns": []}),
         (["is-active", "-q", "web"], "is-active", {"names": ["web"], "quiet": True, "socket": None}),
         (["logs", "web"], "logs", {"name": "web", "lines": 50, "follow": False, "socket": None}),
         (["logs", "-fn3", "web"], "logs", {"name": "web", "lines": 3, "follow": True, "socket": None}),
@@ -199,6 +200,6 @@ def test_close_matches() -> None:
     assert close_matches("s", known) == []  # too short to be an abbreviation
     assert close_matches("stauts", known) == ["status"]  # the nearest, not every near one
     assert close_matches("sta", known) == ["status", "start"]  # in the table's order
-    assert close_matches("re", known) == ["restart", "reload"]
+    assert close_matches("re", known) == ["restart", "reset-failed", "reload"]
     assert close_matches("is-actve", known) == ["is-active"]
     assert close_matches("--jsn", ["--json", "--socket"]) == ["--json"]

@@ -281,11 +281,12 @@ def test_catalogue() -> None:
         "Hello", "StartService", "StopService", "RestartService", "ServiceStatus",
         "ListServices", "TreeStatus", "Reload", "Shutdown", "GetServiceByPid",
         "GetLogs", "Subscribe", "TryRestartService", "ReloadOrRestartService", "ListJobs",
-        "CancelJob",
+        "CancelJob", "EnableService", "DisableService", "MaskService", "UnmaskService",
+        "ResetFailed", "KillService", "GetServiceFiles", "SetServiceOverride", "GetBootTimes",
     }  # fmt: skip
     assert set(message_types("response")) == {
         "Hello", "Ack", "Error", "ServiceInfo", "ServiceList", "Tree", "ReloadResult",
-        "ServiceByPid", "Logs", "JobList",
+        "ServiceByPid", "Logs", "JobList", "UnitFileChange", "ServiceFiles", "BootTimes",
     }  # fmt: skip
     assert set(message_types("event")) == {
         "Heartbeat", "HeartbeatAck", "RequestShutdown", "ShutdownSignal", "LogToKmsg",
@@ -293,7 +294,8 @@ def test_catalogue() -> None:
     }  # fmt: skip
     assert requests >= READ_ONLY_REQUESTS
     assert {"StartService", "StopService", "RestartService", "Reload", "Shutdown",
-            "CancelJob", "TryRestartService"}.isdisjoint(
+            "CancelJob", "TryRestartService", "EnableService", "DisableService", "MaskService",
+            "UnmaskService", "ResetFailed", "KillService", "SetServiceOverride"}.isdisjoint(
         READ_ONLY_REQUESTS
     )
     assert len(ERROR_CODES) == 6

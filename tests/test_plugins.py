@@ -24,7 +24,7 @@ def fake_distribution(root: Path, dist: str, module: str, source: str, group: st
 def run_host(root: Path, code: str, env: dict[str, str] | None = None) -> str:
     import os
 
-    full = dict(os.environ, PYTHONPATH=str(root), DYNAMOD_DISABLE_PLUGINS="dynamod-readiness,dynamod-isolation,dynamod-bootmedia")
+    full = dict(os.environ, PYTHONPATH=str(root), DYNAMOD_DISABLE_PLUGINS="dynamod-readiness,dynamod-isolation,dynamod-bootmedia,dynamod-sd1bridge")
     full.update(env or {})
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full)
     assert r.returncode == 0, r.stderr

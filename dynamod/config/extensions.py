@@ -8,6 +8,7 @@ the message says which distribution to install, and from where.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -95,6 +96,9 @@ def collect_extensions(host: PluginHost | None) -> Extensions:
                 ext.problems.append(f"section [{sec.name}] is claimed by both {other!r} and {plugin!r}")
                 continue
             ext.sections[sec.name] = (sec, plugin)
-    for plugin, defs in host.call_each("dynamod_service_definitions", on_error=bad):
-        ext.definitions.extend((d, plugin) for d in defs)
+    # DYNAMOD_PLUGIN_SERVICES=0: plugins add types and tables but no services
+    # (test containers that run whatever plugins the environment has).
+    if os.environ.get("DYNAMOD_PLUGIN_SERVICES", "1") != "0":
+        for plugin, defs in host.call_each("dynamod_service_definitions", on_error=bad):
+            ext.definitions.extend((d, plugin) for d in defs)
     return ext

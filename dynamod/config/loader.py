@@ -67,6 +67,7 @@ def load_config(
     *,
     strict_dir: bool = False,
     host_checks: bool = False,
+    dropins: dict[str, str | None] | None = None,
 ) -> SystemConfig:
     """Load ``<config_dir>/services/*.toml`` and ``supervisors/*.toml`` plus the
     plugin-contributed service definitions, and validate them as one system.
@@ -79,7 +80,10 @@ def load_config(
     not a directory, is an error (``dynamodctl check``) rather than a
     warning (the service manager boots without configuration).
     ``host_checks``: also warn about what this host lacks (programs, users,
-    groups: :mod:`dynamod.config.hostcheck`)."""
+    groups: :mod:`dynamod.config.hostcheck`).
+    ``dropins``: drop-in texts to use instead of the files in
+    ``overrides/`` (None: no drop-in), by service name: how ``dynamodctl
+    edit`` checks a drop-in before it is saved."""
     ext = extensions if extensions is not None else builtin_extensions()
     diags: list[Diagnostic] = [Diagnostic(PLUGINS_SOURCE, "", p) for p in ext.problems]
     # os.path, not pathlib: pathlib (with urllib.parse and ipaddress) would
@@ -88,17 +92,20 @@ def load_config(
     readable = _check_root(root, strict_dir, diags)
     sup_docs = _read_dir(root, "supervisors", diags) if readable else []
     svc_docs = _service_documents(root if readable else None, ext, diags)
+    dropin_docs = _apply_dropins(root, svc_docs, dropins or {}, diags) if readable else []
 
     supervisors = _load_supervisors(sup_docs, diags)
     services = _load_services(svc_docs, ext, diags)
     _check_supervision(services, supervisors, diags)
     _check_dependencies(services, diags)
     loaded = {s.name: s for s in services.loaded}
+    if readable:
+        _apply_states(root, loaded, diags)
     if host_checks:
         from dynamod.config.hostcheck import host_problems
 
         diags.extend(host_problems(loaded.values()))
-    _locate(diags, sup_docs + svc_docs)
+    _locate(diags, sup_docs + svc_docs + dropin_docs)
     return SystemConfig(
         services=loaded,
         supervisors=supervisors.usable,
@@ -121,10 +128,12 @@ def check_or_raise(cfg: SystemConfig) -> SystemConfig:
 
 
 class _Document:
-    __slots__ = ("data", "problem", "source", "stem", "text")
+    __slots__ = ("data", "dropin", "dropin_keys", "problem", "source", "stem", "text")
 
     def __init__(self, src: str, stem: str) -> None:
         self.source = src  # "services/web.toml" or "<plugin NAME>:NAME"
+        self.dropin = ""  # "overrides/web.toml" when one was merged in
+        self.dropin_keys: frozenset[str] = frozenset()  # the dotted keys it set
         self.stem = stem  # file name without .toml, for override matching
         self.text: str | None = None
         self.data: dict[str, Any] | None = None  # None when it could not be read
@@ -235,6 +244,60 @@ def _service_documents(root: str | None, ext: Extensions, diags: list[Diagnostic
         first_by_name[name] = src
         docs.append(doc)
     return docs + files
+
+
+def _apply_dropins(root: str, docs: list[_Document], given: dict[str, str | None],
+                   diags: list[Diagnostic]) -> list[_Document]:
+    """Merge ``overrides/NAME.toml`` over the definition of service NAME
+    (its declared name, else its file's stem). A drop-in that cannot be
+    read or parsed refuses its service, as a broken file would: running it
+    without the administrator's override could be worse than not at all."""
+    from dynamod.config import overrides as ov
+
+    found = {d.stem: d for d in _read_dir(root, ov.OVERRIDES, diags)}
+    for name, text in given.items():
+        if text is None:
+            found.pop(name, None)
+        else:
+            found[name] = _document(f"{ov.OVERRIDES}/{name}.toml", name, partial(_checked_text, text))
+    if not found:
+        return []
+    by_name: dict[str, _Document] = {}
+    for doc in docs:
+        by_name.setdefault(_declared_name(doc.data, "service") or doc.stem, doc)
+    for stem, drop in sorted(found.items()):
+        doc = by_name.get(stem)
+        if doc is None:
+            diags.append(Diagnostic(drop.source, "", f"override for {stem!r}, which is not a service "
+                                    "(the file is ignored)", "warning"))
+            continue
+        doc.dropin = drop.source
+        if doc.problem is not None:
+            continue
+        if drop.problem is not None:
+            doc.problem = SourceError(f"its override {drop.source} is invalid: {drop.problem.message}")
+            continue
+        assert doc.data is not None and drop.data is not None
+        doc.dropin_keys = frozenset(ov.dotted_keys(drop.data, doc.data))
+        doc.data = ov.merge(doc.data, drop.data)
+    return list(found.values())
+
+
+def _apply_states(root: str, loaded: dict[str, ServiceConfig], diags: list[Diagnostic]) -> None:
+    """What enable/disable/mask recorded wins over the file's ``enabled``.
+    A broken state file is a warning and counts as absent: it must never
+    keep a system from booting."""
+    from dynamod.config import overrides as ov
+
+    states, problems = ov.read_states(root)
+    for file, message in problems:
+        diags.append(Diagnostic(file, "", f"{message} (ignored)", "warning"))
+    for name, state in states.items():
+        cfg = loaded.get(name)
+        if cfg is None:
+            continue
+        enabled = cfg.enabled if state.enabled is None else state.enabled
+        loaded[name] = replace(cfg, enabled=enabled, masked=state.masked)
 
 
 def _checked_text(text: object) -> str:
@@ -496,8 +559,12 @@ def _load_services(docs: list[_Document], ext: Extensions, diags: list[Diagnosti
     unnamed: list[tuple[_Document, Reporter, ServiceConfig | None]] = []
     for doc in docs:
         rep = Reporter(diags, doc.source)
+        if doc.dropin:
+            rep.dropin = (doc.dropin, doc.dropin_keys)
         data = _open(doc, rep)
         cfg = _guarded(_parse_service, data, rep, ext) if data is not None else None
+        if cfg is not None and doc.dropin:
+            cfg = replace(cfg, dropin=doc.dropin)
         name = rep.declared_name
         if name is None:
             unnamed.append((doc, rep, cfg))

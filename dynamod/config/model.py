@@ -96,6 +96,11 @@ class ServiceConfig:
     # Plugin-owned sections ([cgroup], [namespace], ...), validated by the
     # plugin that registered the section; kept raw under their TOML names.
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # From the override directory (dynamod/config/overrides.py): masked
+    # services cannot be started; ``dropin`` is the drop-in file merged
+    # over ``source`` ("" when there is none).
+    masked: bool = False
+    dropin: str = ""
 
     def __post_init__(self) -> None:
         if self.restart.policy is None:

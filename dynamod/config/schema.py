@@ -33,6 +33,18 @@ class Reporter:
         self.declared_name: str | None = None
         self.errors: list[Diagnostic] = []  # this source's own, in order
         self._error_keys: set[str] = set()
+        # (drop-in file, its dotted keys): a problem with a key the drop-in
+        # set is reported against the drop-in (dynamodctl edit shows it).
+        self.dropin: tuple[str, frozenset[str]] | None = None
+
+    def _file_of(self, key: str) -> str:
+        if self.dropin is None or not key:
+            return self.file
+        src, keys = self.dropin
+        parts = key.split(".")
+        if any(".".join(parts[:i]) in keys for i in range(1, len(parts) + 1)):
+            return src
+        return self.file
 
     def error(self, key: str, message: str, *, suggest: tuple[str, Iterable[str]] | None = None,
               line: int | None = None) -> None:
@@ -49,14 +61,14 @@ class Reporter:
             if len(self.errors) == MAX_ERRORS_PER_SOURCE:
                 self._add(Diagnostic(self.file, "", "more errors in this file are not shown"))
             return
-        self._add(Diagnostic(self.file, key, message + _suggestion(suggest), line=line))
+        self._add(Diagnostic(self._file_of(key), key, message + _suggestion(suggest), line=line))
 
     def _add(self, diag: Diagnostic) -> None:
         self.errors.append(diag)
         self.sink.append(diag)
 
     def warning(self, key: str, message: str) -> None:
-        self.sink.append(Diagnostic(self.file, key, message, "warning"))
+        self.sink.append(Diagnostic(self._file_of(key), key, message, "warning"))
 
 
 def _suggestion(suggest: tuple[str, Iterable[str]] | None) -> str:

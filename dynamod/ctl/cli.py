@@ -42,8 +42,9 @@ class UsageError(Exception):
 class Param:
     """What options and arguments share: help, the allowed values, what
     shell completion offers (``"files"``, ``"dirs"``, ``"services"``,
-    ``"services:up"``, ``"services:down"``; choices complete by
-    themselves) and the keyword the command's function gets."""
+    ``"services:up"``, ``"services:down"``, ``"services:failed"``, and for
+    option values ``"states"``, ``"properties"``, ``"signals"``; choices
+    complete by themselves) and the keyword the command's function gets."""
 
     __slots__ = ("choices", "complete", "dest", "help")
 

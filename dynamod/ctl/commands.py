@@ -151,19 +151,36 @@ def is_active(socket: str | None, names: Sequence[str], quiet: bool) -> int:
 
 def fetch_services(conn: Conn) -> list[dict]:
     """Every service map; ListServices is paged (``next`` until absent)."""
+    return fetch_pages(conn, "ListServices", "ServiceList")[1]
+
+
+def fetch_pages(conn: Conn, request: str, expect: str) -> tuple[dict, list[dict]]:
+    """The last page's body and every page's ``services`` (a paged request:
+    ask again with ``offset`` = ``next`` until it is absent)."""
     services: list[dict] = []
     offset: int | None = 0
+    body: dict = {}
     while offset is not None:
-        body = conn.request("ListServices", "ServiceList", {"offset": offset})
+        body = conn.request(request, expect, {"offset": offset})
         services.extend(s for s in body.get("services") or [] if isinstance(s, dict))
         nxt = body.get("next")
         offset = nxt if isinstance(nxt, int) and nxt > offset else None
-    return services
+    return body, services
 
 
-def list_services(socket: str | None, as_json: bool) -> int:
+def list_services(socket: str | None, as_json: bool, failed: bool = False,
+                  states: Sequence[str] = (), patterns: Sequence[str] = ()) -> int:
+    """Every service, or those in one of ``states`` (``failed``: the
+    failed ones) whose name matches one of the shell ``patterns``."""
     with connect(socket) as conn:
         services = fetch_services(conn)
+    wanted = {s for arg in states for s in arg.split(",") if s} | ({"failed"} if failed else set())
+    if wanted:
+        services = [s for s in services if s.get("state") in wanted]
+    if patterns:
+        from fnmatch import fnmatchcase
+
+        services = [s for s in services if any(fnmatchcase(str(s.get("name")), p) for p in patterns)]
     out(_json(services) if as_json else render.service_list(services, time.time(), _style()))
     return OK
 

@@ -179,7 +179,30 @@ def _value(opt: Opt, value: str, prefix: str, line: _Line) -> list[Candidate] | 
         return ":" + opt.complete
     if opt.complete and opt.complete.startswith("services"):
         return [(prefix + w, d) for w, d in _services(value, opt.complete, line)]
+    words = _WORDS.get(opt.complete or "")
+    if words is not None:
+        return [(prefix + w, "") for w in words() if w.startswith(value)]
     return []
+
+
+def _states() -> tuple[str, ...]:
+    from dynamod.ctl.verbs import STATES
+
+    return STATES
+
+
+def _properties() -> tuple[str, ...]:
+    from dynamod.ctl.unitcmds import SHOW_KEYS
+
+    return SHOW_KEYS
+
+
+def _signals() -> tuple[str, ...]:
+    return ("TERM", "KILL", "HUP", "INT", "QUIT", "USR1", "USR2", "STOP", "CONT", "ABRT", "ALRM")
+
+
+# Option values completed from a fixed list (Opt.complete names the list).
+_WORDS = {"states": _states, "properties": _properties, "signals": _signals}
 
 
 def _services(prefix: str, kind: str, line: _Line) -> list[Candidate]:
@@ -200,6 +223,8 @@ def _services(prefix: str, kind: str, line: _Line) -> list[Candidate]:
         if not name.startswith(prefix) or name in given:
             continue
         if (kind == "services:down" and state in UP) or (kind == "services:up" and state in DOWN):
+            continue
+        if kind == "services:failed" and state != "failed":
             continue
         out.append((name, state))
     return out

@@ -25,7 +25,8 @@ FROM_REMOTE = {
 EPILOG = """\
 Exit codes:
   0  success
-  1  the operation failed (a service failed to start, reload found errors, ...)
+  1  the operation failed (a service failed to start, reload found errors, ...);
+     is-enabled / is-failed: none of the services is enabled / failed
   2  usage error
   3  status / is-active: the service is not up (running, or exited for a oneshot)
   4  unknown service

@@ -202,6 +202,7 @@ _STATUS_KEYS = {
     "readiness", "supervisor", "restarts", "reason", "exit", "status_text", "enabled",
     "explicit", "requires", "wants", "after", "before", "source", "extra",
     "restart_policy", "restart_budget", "load_error", "job", "control_pids",
+    "masked", "enablement", "dropin",
 }  # fmt: skip
 
 
@@ -235,7 +236,9 @@ def service_status(info: dict, logs: list | None, now: float, style: Style) -> s
         kind += f", readiness {info['readiness']}"
     fields.append(("Type", kind))
     activation = "explicit" if info.get("explicit") else "only while needed by others"
-    if "enabled" in info:
+    if info.get("masked"):
+        activation += ", masked (cannot be started; 'dynamodctl unmask' allows it)"
+    elif "enabled" in info:
         activation += ", enabled at boot" if info.get("enabled") else ", not enabled at boot"
     fields.append(("Activation", activation))
     fields.append(("Supervisor", _text(info.get("supervisor"))))
@@ -259,6 +262,8 @@ def service_status(info: dict, logs: list | None, now: float, style: Style) -> s
             fields.append((key.capitalize(), _text(info[key])))
     if info.get("source"):
         fields.append(("Config", str(info["source"])))
+    if info.get("dropin"):
+        fields.append(("Override", str(info["dropin"])))
     extra = info.get("extra")
     if isinstance(extra, dict):
         fields.extend((str(k), _text(v)) for k, v in sorted(extra.items()))

@@ -46,6 +46,8 @@ JOB_MODE = Opt(
     help="What to do with a conflicting job already pending on the service: "
     "replace cancels it, fail refuses this one [default: replace].",
 )
+QUIET = Opt("--quiet", "-q", help="Print nothing; only the exit code.")
+NOW_STOP = Opt("--now", help="Also stop them now.")
 ROOT_OPTIONS = (SOCKET, Opt("--version", help="Print the version and exit."))
 
 
@@ -58,9 +60,74 @@ def _commands() -> ModuleType:
 # --- what each command runs -------------------------------------------------------
 
 
-def _list(json: bool, socket: str | None) -> int:
+# Service states (dynamod/svmgr/states.py), for `list --state`.
+STATES = ("stopped", "pending", "starting", "waiting-ready", "running", "exited", "stopping",
+          "restarting", "failed", "blocked")
+
+
+def _states(value: str) -> str:
+    bad = [s for s in value.split(",") if s and s not in STATES]
+    if bad:
+        raise UsageError(f"Invalid value for '--state': {', '.join(map(repr, bad))} is not a state "
+                         f"(states: {', '.join(STATES)}).", "list")
+    return value
+
+
+def _list(patterns: list[str], failed: bool, state: list[str], json: bool, socket: str | None) -> int:
     c = _commands()
-    return c.run(c.list_services, socket, json)
+    return c.run(c.list_services, socket, json, failed, state, patterns)
+
+
+def _units() -> ModuleType:
+    from dynamod.ctl import unitcmds
+
+    return unitcmds
+
+
+def _unit_file(verb: str):  # enable / disable / mask / unmask differ only in the verb
+    def run(names: list[str], now: bool, socket: str | None) -> int:
+        return _commands().run(_units().unit_file, socket, verb, names, now)
+
+    return run
+
+
+def _unmask(names: list[str], socket: str | None) -> int:
+    return _commands().run(_units().unit_file, socket, "unmask", names, False)
+
+
+def _is_enabled(names: list[str], quiet: bool, socket: str | None) -> int:
+    return _commands().run(_units().is_state, socket, names, quiet, "enablement", "enabled")
+
+
+def _is_failed(names: list[str], quiet: bool, socket: str | None) -> int:
+    return _commands().run(_units().is_state, socket, names, quiet, "state", "failed")
+
+
+def _reset_failed(names: list[str], socket: str | None) -> int:
+    return _commands().run(_units().reset_failed, socket, names)
+
+
+def _show(names: list[str], property: list[str], value: bool, socket: str | None) -> int:
+    return _commands().run(_units().show, socket, names, property, value)
+
+
+def _cat(names: list[str], socket: str | None) -> int:
+    return _commands().run(_units().cat, socket, names)
+
+
+def _kill(names: list[str], signal: str, main: bool, kill_whom: str | None, socket: str | None) -> int:
+    whom = kill_whom or ("main" if main else "all")
+    return _commands().run(_units().kill, socket, names, signal, whom)
+
+
+def _analyze(what: str | None, name: str | None, socket: str | None) -> int:
+    from dynamod.ctl import analyze
+
+    return _commands().run(analyze.analyze, socket, what, name)
+
+
+def _edit(name: str, no_reload: bool, socket: str | None) -> int:
+    return _commands().run(_units().edit, socket, name, no_reload)
 
 
 def _status(names: list[str], json: bool, socket: str | None) -> int:
@@ -137,7 +204,13 @@ COMMANDS: dict[str, Command] = {
         Command(
             "list",
             _list,
-            "List every service: state, pid, time in state, restarts, supervisor, reason.",
+            "List services: state, pid, time in state, restarts, supervisor, reason.\n\n"
+            "PATTERN (shell-style: 'web*', 'db-?') keeps the services whose name matches one.",
+            Arg("PATTERN", "Name patterns.", many=True, required=False, complete="services",
+                dest="patterns"),
+            Opt("--failed", help="Only failed services (as --state failed)."),
+            Opt("--state", metavar="STATE", multiple=True, type=_states, choices=(),
+                help="Only services in this state (repeat it, or STATE,STATE).", complete="states"),
             JSON,
             SOCKET,
         ),
@@ -156,7 +229,7 @@ COMMANDS: dict[str, Command] = {
             _is_active,
             "Print each service's state; exit 0 only if all are up (for scripts).",
             NAMES,
-            Opt("--quiet", "-q", help="Print nothing; only the exit code."),
+            QUIET,
             SOCKET,
         ),
         Command(
@@ -204,6 +277,115 @@ COMMANDS: dict[str, Command] = {
             NAMES,
             NO_BLOCK,
             JOB_MODE,
+            SOCKET,
+        ),
+        Command(
+            "enable",
+            _unit_file("enable"),
+            "Start services at boot (and at every svmgr start); --now starts them too.\n\n"
+            "Recorded in the override directory; the service files are not changed.",
+            NAMES,
+            Opt("--now", help="Also start them now."),
+            SOCKET,
+        ),
+        Command(
+            "disable",
+            _unit_file("disable"),
+            "Do not start services at boot; a running one goes on running (--now stops it).",
+            NAMES,
+            NOW_STOP,
+            SOCKET,
+        ),
+        Command(
+            "mask",
+            _unit_file("mask"),
+            "Forbid starting services, by hand or as a dependency, until unmasked.\n\n"
+            "A running one goes on running (--now stops it); what requires it is blocked.",
+            NAMES,
+            NOW_STOP,
+            SOCKET,
+        ),
+        Command("unmask", _unmask, "Allow masked services to be started again.", NAMES, SOCKET),
+        Command(
+            "is-enabled",
+            _is_enabled,
+            "Print each service's enablement (enabled, disabled, masked); exit 0 if one is enabled.",
+            NAMES,
+            QUIET,
+            SOCKET,
+        ),
+        Command(
+            "is-failed",
+            _is_failed,
+            "Print each service's state; exit 0 if one is failed.",
+            NAMES,
+            QUIET,
+            SOCKET,
+        ),
+        Command(
+            "reset-failed",
+            _reset_failed,
+            "Forget that services failed: failed ones become stopped, restart counts reset.\n\n"
+            "Without NAME, every failed service.",
+            Arg("NAME", "Service names.", many=True, required=False, complete="services:failed",
+                dest="names"),
+            SOCKET,
+        ),
+        Command(
+            "show",
+            _show,
+            "Print every property of a service as KEY=VALUE (for scripts).\n\n"
+            "The keys are stable; docs/cli.md lists them.",
+            NAMES,
+            Opt("--property", "-p", metavar="PROP", multiple=True,
+                help="Only this property (repeat it, or PROP,PROP).", complete="properties"),
+            Opt("--value", help="Print the values only."),
+            SOCKET,
+        ),
+        Command(
+            "cat",
+            _cat,
+            "Print the files that define a service: its file, its override, its enable/mask state.",
+            NAMES,
+            SOCKET,
+        ),
+        Command(
+            "kill",
+            _kill,
+            "Send a signal to a service's processes (all of them, or --main).",
+            Arg("NAME", "Service names.", many=True, complete="services:up", dest="names"),
+            Opt("--signal", "-s", metavar="SIGNAL", default="TERM", complete="signals",
+                help="Signal name or number (TERM, SIGKILL, HUP, 9, RTMIN+1) [default: TERM]."),
+            Opt("--main", help="Only the main process (as --kill-whom main)."),
+            Opt("--kill-whom", metavar="WHOM", choices=("all", "main", "control"),
+                help="all (the default: every process, the whole cgroup with isolation), "
+                "main, or control (stop-exec processes)."),
+            SOCKET,
+        ),
+        Command(
+            "edit",
+            _edit,
+            "Edit a service's override in $EDITOR; it is checked, saved, then reloaded.\n\n"
+            "The override (overrides/NAME.toml in the config directory) is merged over "
+            "the service's file, which stays unchanged. A file that would not load is "
+            "refused with the errors and nothing is saved.",
+            Arg("NAME", "Service name.", complete="services"),
+            Opt("--no-reload", help="Save only; apply it at the next 'dynamodctl reload'."),
+            SOCKET,
+        ),
+        Command(
+            "analyze",
+            _analyze,
+            "How the boot went: totals, blame, critical-chain [NAME], plot (SVG), dot.\n\n"
+            "time (the default): kernel, initramfs and init where dynamod-init recorded "
+            "them, then svmgr's start to the last service ready; blame: services by "
+            "their time from start to ready; critical-chain: the dependencies that "
+            "decided when NAME (default: the last one) was ready; plot: an SVG "
+            "timeline (dynamodctl analyze plot > boot.svg); dot: the dependency graph "
+            "for graphviz (| dot -Tsvg > deps.svg).",
+            Arg("what", "What to show.", required=False,
+                choices=("time", "blame", "critical-chain", "plot", "dot")),
+            Arg("NAME", "critical-chain: the service.", required=False, complete="services"),
             SOCKET,
         ),
         Command("reload", _reload, "Re-read the configuration and apply the differences.", SOCKET),

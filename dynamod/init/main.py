@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None) -> Options:
 
 # Container managers announce themselves in this (lower-case) variable.
 CONTAINER_ENV = "container"
+# Monotonic times of the boot, in the environment svmgr inherits
+# (docs/cli.md, "analyze").
+BOOT_INIT_START = "DYNAMOD_BOOT_INIT_START"
+BOOT_SWITCHED = "DYNAMOD_BOOT_SWITCHED"
 
 
 def in_container(args: Options) -> bool:
@@ -51,12 +55,17 @@ def boot(args: Options) -> int:
     container = in_container(args)
     cmdline: dict[str, str] = {}
     if not container:
+        # For `dynamodctl analyze` (svmgr inherits the environment): when
+        # the first userspace process ran (the kernel's time), kept across
+        # the initramfs' exec of the real root's init.
+        os.environ.setdefault(BOOT_INIT_START, repr(time.monotonic()))
         use_kmsg()
         sysinit.mount_pseudo_filesystems()
         cmdline = phase_a.read_cmdline()
         while phase_a.wants_phase_a(cmdline):
             try:
                 phase_a.mount_root(cmdline)
+                os.environ[BOOT_SWITCHED] = repr(time.monotonic())  # the initramfs' end
                 phase_a.switch_root()  # does not return
             except Exception as exc:
                 error(f"Phase A failed: {exc}")

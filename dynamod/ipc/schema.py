@@ -194,6 +194,24 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
     "GetLogs": {"request": {"name": (str, True), "lines": (int, False)}},
     # ``jobs``: also JobNew/JobRemoved events, not only ServiceStateChanged.
     "Subscribe": {"request": {"jobs": (bool, False)}},
+    # The systemctl verbs (dynamod/svmgr/unitverbs.py); enable/disable/mask/
+    # unmask and SetServiceOverride answer UnitFileChange.
+    "EnableService": {"request": _NAME},
+    "DisableService": {"request": _NAME},
+    "MaskService": {"request": _NAME},
+    "UnmaskService": {"request": _NAME},
+    "ResetFailed": {"request": {"name": (str, False)}},
+    "KillService": {
+        "request": {
+            "name": (str, True),
+            "signal": ((int, str), False),
+            "whom": (OneOf("all", "main", "control"), False),
+        }
+    },
+    "GetServiceFiles": {"request": _NAME},
+    "SetServiceOverride": {"request": {"name": (str, True), "text": (str, True)}},
+    # Paged as ListServices (``next``).
+    "GetBootTimes": {"request": {"offset": (int, False)}},
     "Ack": {"response": {"message": (str, False)}},
     # ``code`` is checked as a string, not against ERROR_CODES, so that a
     # client keeps working when a newer server adds a code.
@@ -224,6 +242,31 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
         }
     },
     "ServiceByPid": {"response": {"name": ((str, _NONE), True)}},
+    "UnitFileChange": {
+        "response": {
+            "name": (str, True),
+            "path": (str, True),
+            "changed": (bool, True),
+            "enabled": (bool, True),
+            "masked": (bool, True),
+            "enablement": (str, True),
+            "message": (str, False),
+        }
+    },
+    # ``files``: maps {path, kind, text, truncated?, error?}; kind is
+    # definition, override or state.
+    "ServiceFiles": {"response": {"name": (str, True), "files": (ListOf(dict), True)}},
+    "BootTimes": {
+        "response": {
+            "manager_start": (float, True),
+            "now": (float, True),
+            "init_start": ((float, _NONE), False),
+            "initramfs_end": ((float, _NONE), False),
+            "services": (ListOf(dict), True),
+            "total": (int, False),
+            "next": (int, False),
+        }
+    },
     "Logs": {"response": {"name": (str, True), "lines": (ListOf(TupleOf(float, str)), True)}},
     # A job was queued / ended (to subscribers). ``result`` is one of done,
     # failed, canceled, dependency, timeout, skipped; ``effects`` lists
@@ -264,6 +307,8 @@ READ_ONLY_REQUESTS = frozenset(
         "GetLogs",
         "Subscribe",
         "ListJobs",
+        "GetServiceFiles",
+        "GetBootTimes",
     }
 )
 

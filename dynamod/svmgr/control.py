@@ -12,26 +12,27 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
-
 from dynamod.config.model import ConfigError, SystemConfig
 from dynamod.ipc.schema import READ_ONLY_REQUESTS, Message, error, event, response
 from dynamod.ipc.server import Connection
+from dynamod.svmgr.bootrecord import BootRecord
 from dynamod.svmgr.manager import Manager, OperationFailed
+from dynamod.svmgr.paging import PAGE_BYTES, page
+from dynamod.svmgr.unitverbs import UnitVerbs
 
-# Leave room for the envelope under the 64 KiB frame limit.
-PAGE_BYTES = 56 * 1024
 LIST_FIELDS = ("name", "state", "type", "supervisor", "pid", "since", "reason", "explicit", "restarts", "description")
 
 
-class Control:
+class Control(UnitVerbs, BootRecord):
     def __init__(
         self,
         manager: Manager,
         reload_config: Callable[[], SystemConfig],
         request_shutdown: Callable[[str], Awaitable[None]],
+        config_dir: str | None = None,
     ) -> None:
         self.manager = manager
+        self.config_dir = config_dir  # where enable/mask/edit write (unitverbs.py)
         self.reload_config = reload_config
         self.request_shutdown = request_shutdown
         self.subscribers: set[Connection] = set()
@@ -91,7 +92,7 @@ class Control:
             return error(msg, "failed", str(exc), [s.reason] if s is not None and s.reason else None)
 
     def _info(self, name: str) -> dict[str, Any]:
-        return self.manager.status_of(self.manager.get(name))
+        return self.absolute_paths(self.manager.status_of(self.manager.get(name)))
 
     async def do_ServiceStatus(self, conn: Connection, msg: Message) -> Message:
         return response(msg, "ServiceInfo", {"service": self._info(msg.body["name"])})
@@ -100,22 +101,15 @@ class Control:
         """One page of services (compact entries); ``next`` is the offset of
         the following page, absent on the last one."""
         names = sorted(self.manager.services)
-        offset = max(0, int(msg.body.get("offset", 0) or 0))
-        page: list[dict[str, Any]] = []
-        size = 0
-        i = offset
-        while i < len(names):
-            info = self.manager.services[names[i]].info()
-            entry = {k: info[k] for k in LIST_FIELDS}
-            n = len(msgpack.packb(entry))
-            if page and size + n > PAGE_BYTES:
-                break
-            page.append(entry)
-            size += n
-            i += 1
-        body: dict[str, Any] = {"services": page, "total": len(names)}
-        if i < len(names):
-            body["next"] = i
+
+        def entry(name: str) -> dict[str, Any]:
+            info = self.manager.services[name].info()
+            return {k: info[k] for k in LIST_FIELDS}
+
+        services, nxt = page(names, int(msg.body.get("offset", 0) or 0), entry)
+        body: dict[str, Any] = {"services": services, "total": len(names)}
+        if nxt is not None:
+            body["next"] = nxt
         return response(msg, "ServiceList", body)
 
     async def do_TreeStatus(self, conn: Connection, msg: Message) -> Message:

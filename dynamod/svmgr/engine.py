@@ -37,6 +37,7 @@ from __future__ import annotations
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from dynamod.config.model import ROOT_SUPERVISOR, ServiceConfig, SupervisorConfig, SystemConfig
@@ -209,10 +210,17 @@ class Engine(Supervision):
         now = self.clock.now()
         if new == st.PENDING:
             s.pending_at, s.started_at, s.ready_at = now, None, None
+            phase = 0
         elif new == st.STARTING:
             s.started_at = now
+            phase = 1
         elif new in st.UP:
             s.ready_at = now
+            phase = 2
+        else:
+            phase = -1
+        if phase >= 0 and s.boot[phase] is None:
+            s.boot[phase] = now
         self.changes.append((s.name, old, new, reason, s.since))
         self._attribute(s, new, reason)
         if s.job is not None:
@@ -240,6 +248,8 @@ class Engine(Supervision):
             raise OperationFailed(f"unknown job mode {mode!r} (known: {', '.join(jobs.MODES)})")
         if self.shutting_down and jtype != "stop":
             raise OperationFailed("the system is shutting down")
+        if s.cfg.masked and jtype != "stop":
+            raise OperationFailed(masked_message(name))
         old = s.job
         if old is not None and not old.ended:
             if old.type == jtype:
@@ -424,7 +434,7 @@ class Engine(Supervision):
     def start_all(self) -> None:
         """Boot: every enabled service is explicitly active."""
         for s in self.services.values():
-            if s.cfg.enabled and s.load_error is None:
+            if s.cfg.enabled and s.load_error is None and not s.cfg.masked:
                 s.explicit = True
         self.closure = self._compute_closure()
         self.post(self._start_many, sorted(self.closure), True)
@@ -491,7 +501,7 @@ class Engine(Supervision):
                 continue
             seen.add(n)
             s = self.services[n]
-            if n in self.frozen or s.load_error is not None:
+            if n in self.frozen or s.load_error is not None or s.cfg.masked:
                 continue
             if s.held and n not in roots:
                 continue
@@ -535,6 +545,8 @@ class Engine(Supervision):
             if d in requires:
                 if ds.load_error is not None:
                     return waiting, f"requires {d}, which failed to load"
+                if ds.cfg.masked:
+                    return waiting, f"requires {d}, which is masked"
                 if ds.held:
                     return waiting, f"requires {d}, which was stopped"
                 if ds.state == st.FAILED:
@@ -585,6 +597,8 @@ class Engine(Supervision):
                 what = {st.FAILED: "failed", st.BLOCKED: "is blocked"}.get(d.state, "was stopped")
                 if d.load_error is not None:
                     what = "failed to load"
+                elif d.cfg.masked:
+                    what = "is masked"
                 self._block(es, f"requires {d.name}, which {what}")
             else:
                 es.waiting_on.discard(d.name)
@@ -1134,6 +1148,31 @@ class Engine(Supervision):
             self.post(self._start_many, blocked, False)
         return {"added": sorted(added), "removed": sorted(removed), "changed": sorted(changed)}
 
+    # ---------------------------------------------------- unit file verbs
+    def reset_failed(self, names: Iterable[str]) -> list[str]:
+        """``failed`` services become ``stopped`` with their restart budget
+        and count reset (``systemctl reset-failed``). One whose file was
+        refused stays failed: its file is what is wrong. Returns the names
+        reset."""
+        done = []
+        for n in names:
+            s = self.services.get(n)
+            if s is None or s.state != st.FAILED or s.load_error is not None:
+                continue
+            s.restarts.reset()
+            s.restart_count = 0
+            s.exit = None
+            self._set_state(s, st.STOPPED, "failed state reset")
+            done.append(n)
+        return done
+
+    def set_unit_state(self, name: str, enabled: bool, masked: bool) -> None:
+        """Record enable/disable/mask on the running service: it takes effect
+        at the next start (mask: at once for starts) and never stops or
+        starts anything by itself; a reload then sees nothing changed."""
+        s = self.services[name]
+        s.cfg = replace(s.cfg, enabled=enabled, masked=masked)
+
     # ------------------------------------------------------------- queries
     def tree(self) -> dict[str, Any]:
         now = self.clock.now()
@@ -1153,6 +1192,10 @@ class Engine(Supervision):
                     stack.append((n, child))
             node["children"] = children
         return root
+
+
+def masked_message(name: str) -> str:
+    return f"{name} is masked: it cannot be started ('dynamodctl unmask {name}' allows it again)"
 
 
 def refused_config(name: str, ref: Any, supervisors: dict[str, Supervisor]) -> ServiceConfig:

@@ -155,7 +155,7 @@ class Daemon:
             from dynamod.svmgr.adopt import adopt_previous
 
             adopt_previous(manager)
-        control = Control(manager, self.load, self.shutdown)
+        control = Control(manager, self.load, self.shutdown, config_dir=self.config_dir)
         server = ControlServer(os.path.join(self.runtime_dir, "control.sock"), control.handle, log=log)
         await server.start()
         loop.add_signal_handler(signal.SIGTERM, lambda: spawn_task(self.shutdown("exit")))

@@ -63,6 +63,7 @@ class Manager:
         self.plugins = plugins
         self._log = log or (lambda m: print(f"dynamod-svmgr: {m}", file=sys.stderr, flush=True))
         self.loop = asyncio.get_event_loop()
+        self.started_at = self.loop.time()  # CLOCK_MONOTONIC, as the engine's times
         self.reaper = Reaper(on_error=self.log)
         self.journal = Journal(runtime_dir, resume=resume)
         self.handles: dict[str, ServiceHandle] = {}
@@ -201,6 +202,11 @@ class Manager:
         ok = self.engine.cancel_job(job_id)
         self.pump()
         return ok
+
+    def reset_failed(self, names: Iterable[str]) -> list[str]:
+        done = self.engine.reset_failed(names)
+        self.pump()
+        return done
 
     def status_of(self, s: Any) -> dict[str, Any]:
         info = s.info()

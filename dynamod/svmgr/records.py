@@ -45,6 +45,7 @@ class Service:
     """The runtime record of one service."""
 
     __slots__ = (
+        "boot",
         "cause",
         "cfg",
         "deadline",
@@ -126,6 +127,9 @@ class Service:
         self.pending_at: float | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
+        # The first of each since svmgr started ([pending, started, ready]):
+        # what `dynamodctl analyze` shows of the boot, whatever came after.
+        self.boot: list[float | None] = [None, None, None]
 
     @property
     def main_pid(self) -> int | None:
@@ -154,6 +158,8 @@ class Service:
             "supervisor": self.cfg.supervisor,
             "description": self.cfg.description,
             "enabled": self.cfg.enabled,
+            "masked": self.cfg.masked,
+            "enablement": "masked" if self.cfg.masked else "enabled" if self.cfg.enabled else "disabled",
             "explicit": self.explicit,
             "pid": self.pid if alive else None,
             "main_pid": self.main_pid if alive else None,
@@ -169,6 +175,7 @@ class Service:
             "after": list(d.after),
             "before": list(d.before),
             "source": self.cfg.source,
+            "dropin": self.cfg.dropin,
             "load_error": self.load_error,
             "restart_policy": self.cfg.restart.policy,
             "restart_budget": [self.cfg.restart.max_restarts, self.cfg.restart.max_restart_window],

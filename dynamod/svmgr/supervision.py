@@ -58,6 +58,9 @@ class Supervision(_Base):
         if self.shutting_down or s.held or s.name not in self.closure or not restart:
             self._went_down(s, down, reason)
             return
+        if s.cfg.masked:
+            self._went_down(s, down, f"{reason}; not restarted: it is masked")
+            return
         r = s.cfg.restart
         now = self.clock.now()
         if not s.restarts.charge(r.max_restarts, r.max_restart_window, now):
@@ -168,7 +171,7 @@ class Supervision(_Base):
             if s is None or s.restart_job is not job:
                 continue
             s.restart_job = None
-            if m in self.closure and not self.shutting_down:
+            if m in self.closure and not self.shutting_down and not s.cfg.masked:
                 names.append(m)
             elif s.state == st.RESTARTING:
                 self._settle_stopped(s)

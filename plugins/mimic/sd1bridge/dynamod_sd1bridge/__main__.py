@@ -1,0 +1,3 @@
+from dynamod_sd1bridge.daemon import main
+
+main()
