@@ -270,6 +270,7 @@ class Svmgr:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.sweep()
                 raise RuntimeError(f"dynamod-svmgr exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with Client(self.socket, timeout=5) as c:
@@ -277,7 +278,46 @@ class Svmgr:
                 return
             except (ConnectError, OSError):
                 time.sleep(0.02)
+        # Nobody will stop a manager whose start failed: it and whatever it
+        # spawned meanwhile go now (a 5,000-service start left 5,000 orphans).
+        self.proc.kill()
+        self.proc.wait()
+        self.sweep()
         raise TimeoutError(f"dynamod-svmgr did not open {self.socket}:\n{self.log()}")
+
+    def sweep(self) -> int:
+        """SIGKILL every process this manager instance spawned that is still
+        alive (found by the INVOCATION_ID prefix svmgr gives its services);
+        for a manager that died or was killed before stopping them. Returns
+        how many were killed."""
+        try:
+            prefix = (self.runtime_dir / "instance").read_text().strip()
+        except OSError:
+            return 0
+        if len(prefix) != 16:
+            return 0
+        needle = f"\0INVOCATION_ID={prefix}".encode()
+        killed = 0
+        for _ in range(3):  # a service may fork while being swept
+            found = 0
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        env = b"\0" + f.read()
+                except OSError:
+                    continue
+                if needle in env:
+                    try:
+                        os.kill(int(entry), signal.SIGKILL)
+                        found += 1
+                    except OSError:
+                        pass
+            killed += found
+            if not found:
+                break
+        return killed
 
     @property
     def pid(self) -> int:
@@ -374,7 +414,10 @@ class Svmgr:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                self.sweep()
                 raise
+        if self.proc.returncode != 0:
+            self.sweep()  # it died (or was killed) without stopping everything
         return self.proc.returncode
 
     def __enter__(self) -> Svmgr:
@@ -387,6 +430,7 @@ class Svmgr:
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+                self.sweep()
 
 
 FOREVER = "trap 'exit 0' TERM; while :; do sleep 0.1; done"  # a simple service's script
