@@ -277,7 +277,15 @@ class Svmgr:
                 return
             except (ConnectError, OSError):
                 time.sleep(0.02)
-        raise TimeoutError(f"dynamod-svmgr did not open {self.socket}:\n{self.log()}")
+        log = self.log()
+        # Not left behind with its services: the caller never got this
+        # object to stop (a fixture only tracks managers that started).
+        try:
+            self.stop(timeout=60)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        raise TimeoutError(f"dynamod-svmgr did not open {self.socket}:\n{log}")
 
     @property
     def pid(self) -> int:
