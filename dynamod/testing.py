@@ -278,12 +278,17 @@ class Svmgr:
                 return
             except (ConnectError, OSError):
                 time.sleep(0.02)
-        # Nobody will stop a manager whose start failed: it and whatever it
-        # spawned meanwhile go now (a 5,000-service start left 5,000 orphans).
-        self.proc.kill()
-        self.proc.wait()
-        self.sweep()
-        raise TimeoutError(f"dynamod-svmgr did not open {self.socket}:\n{self.log()}")
+        log = self.log()
+        # Not left behind with its services: the caller never got this
+        # object to stop (a fixture only tracks managers that started; a
+        # timed-out 5,000-service start left 5,000 orphans per run).
+        try:
+            self.stop(timeout=60)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+            self.sweep()
+        raise TimeoutError(f"dynamod-svmgr did not open {self.socket}:\n{log}")
 
     def sweep(self) -> int:
         """SIGKILL every process this manager instance spawned that is still

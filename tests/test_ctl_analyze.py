@@ -30,11 +30,13 @@ def oneshot(tree: ConfigTree, name: str, seconds: float, extra: str = "") -> Non
 
 @pytest.fixture
 def booted(tree: ConfigTree, svmgr) -> Svmgr:
-    """base (0.3 s) <- db (0.8 s) <- web (0.1 s, wants side); side (0.05 s) wants base."""
-    oneshot(tree, "base", 0.3)
-    oneshot(tree, "db", 0.8, '[dependencies]\nrequires = ["base"]\n')
-    oneshot(tree, "web", 0.1, '[dependencies]\nrequires = ["db"]\nwants = ["side"]\n')
-    oneshot(tree, "side", 0.05, '[dependencies]\nwants = ["base"]\n')
+    """base (0.5 s) <- db (1.2 s) <- web (0.25 s, wants side); side (0.02 s)
+    wants base. The durations are far apart: a loaded machine's shell start
+    must not swap them in blame."""
+    oneshot(tree, "base", 0.5)
+    oneshot(tree, "db", 1.2, '[dependencies]\nrequires = ["base"]\n')
+    oneshot(tree, "web", 0.25, '[dependencies]\nrequires = ["db"]\nwants = ["side"]\n')
+    oneshot(tree, "side", 0.02, '[dependencies]\nwants = ["base"]\n')
     tree.simple("idle", enabled=False)
     mgr = svmgr(args=["--no-plugins"])
     mgr.wait_state("web", "exited")
@@ -49,13 +51,13 @@ def test_time_blame_and_critical_chain(booted: Svmgr) -> None:
     assert second.startswith("last service ready: web at +")
     assert third == "4 of 5 services became ready"
     total = float(first.split()[3].rstrip("s"))
-    assert total >= 0.3 + 0.8 + 0.1  # the chain base -> db -> web, one after the other
+    assert total >= 0.5 + 1.2 + 0.25  # the chain base -> db -> web, one after the other
 
     r = ctl("--socket", booted.socket, "analyze", "blame")
     assert r.returncode == 0, r.stderr
     rows = [line.split() for line in r.stdout.splitlines()]
     assert [n for _, n in rows] == ["db", "base", "web", "side"]  # idle never started
-    assert float(rows[0][0].rstrip("s")) >= 0.8
+    assert float(rows[0][0].rstrip("s")) >= 1.2
 
     r = ctl("--socket", booted.socket, "analyze", "critical-chain")
     assert r.returncode == 0, r.stderr

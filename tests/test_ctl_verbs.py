@@ -117,6 +117,9 @@ def test_mask_blocks_dependents_and_says_so(sys3: Svmgr, tree: ConfigTree) -> No
     with pytest.raises(RemoteError, match="is masked"):
         sys3.request("RestartService", {"name": "base"})
 
+    # And a reload: the mask is read back from its file, nothing changes.
+    assert sys3.request("Reload")["changed"] == []
+    assert (sys3.status("base")["state"], sys3.status("base")["masked"]) == ("stopped", True)
     # The mask survives a restart of svmgr: nothing starts base at boot.
     sys3.stop()
     mgr = Svmgr(tree.root, sys3.runtime_dir, args=["--no-plugins"])

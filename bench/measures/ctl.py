@@ -64,6 +64,29 @@ def run(ctx: Context) -> Table:
             ("`check --config-dir DIR`", [ctx.tools.dynamodctl, "check", "--config-dir", str(b.dir / "etc")], 0),
             ("`plugins`", [ctx.tools.dynamodctl, "plugins"], 0),
         ]  # fmt: skip
+        cases += [
+            ("`show NAME`", [*ctl, "show", svc], 0),
+            ("`show NAME -p main_pid --value`", [*ctl, "show", svc, "-p", "main_pid", "--value"], 0),
+            ("`is-enabled NAME`", [*ctl, "is-enabled", svc], 0),
+            ("`is-failed NAME` (exit 1)", [*ctl, "is-failed", svc], 1),
+            ("`cat NAME`", [*ctl, "cat", svc], 0),
+            ("`list --state running 's00*'`", [*ctl, "list", "--state", "running", "s00*"], 0),
+            ("`kill -s CONT NAME`", [*ctl, "kill", "-s", "CONT", svc], 0),
+            ("`reset-failed`", [*ctl, "reset-failed"], 0),
+            ("`analyze`", [*ctl, "analyze"], 0),
+            ("`analyze blame`", [*ctl, "analyze", "blame"], 0),
+            ("`analyze critical-chain NAME`", [*ctl, "analyze", "critical-chain", svc], 0),
+            ("`analyze plot`", [*ctl, "analyze", "plot"], 0),
+            ("`analyze dot`", [*ctl, "analyze", "dot"], 0),
+        ]  # fmt: skip
+        # mask, unmask, disable and enable take turns on one service, each
+        # writing its file; a round ends with it enabled and unmasked again.
+        cases += [
+            ("`mask NAME`", [*ctl, "mask", svc], 0),
+            ("`unmask NAME`", [*ctl, "unmask", svc], 0),
+            ("`disable NAME`", [*ctl, "disable", svc], 0),
+            ("`enable NAME`", [*ctl, "enable", svc], 0),
+        ]
         # `stop` and `start` of one more service, in turn: each does its work.
         cases += [
             ("`stop NAME`", [*ctl, "stop", other], 0),

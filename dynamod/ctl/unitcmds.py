@@ -10,10 +10,9 @@ way systemctl does. Exit codes follow systemctl's (docs/cli.md).
 from __future__ import annotations
 
 import os
-import sys
 
 from dynamod.ctl.commands import IN_FLIGHT, ahead, change, connect, error, out
-from dynamod.ctl.exits import FAILED, OK, UNKNOWN_SERVICE, USAGE, CtlError
+from dynamod.ctl.exits import FAILED, OK, UNKNOWN_SERVICE, CtlError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -270,8 +269,3 @@ def edit(socket: str | None, name: str, no_reload: bool) -> int:
     finally:
         if not keep:
             os.unlink(tmp)
-
-
-def usage(message: str) -> int:
-    sys.stderr.write(f"dynamodctl: {message}\n")
-    return USAGE

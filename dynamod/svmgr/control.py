@@ -23,6 +23,12 @@ from dynamod.svmgr.unitverbs import UnitVerbs
 LIST_FIELDS = ("name", "state", "type", "supervisor", "pid", "since", "reason", "explicit", "restarts", "description")
 
 
+def describe_reload(result: dict[str, list[str]]) -> str:
+    """One line for the log: ``added a, b; changed c`` or ``nothing changed``."""
+    parts = [f"{k} {', '.join(v)}" for k, v in result.items() if v and k in ("added", "removed", "changed")]
+    return "; ".join(parts) or "nothing changed"
+
+
 class Control(UnitVerbs, BootRecord):
     def __init__(
         self,
@@ -188,6 +194,7 @@ class Control(UnitVerbs, BootRecord):
             errors = [str(d) for d in exc.diagnostics if d.severity == "error"]
             return error(msg, "failed", f"configuration has {len(errors)} error(s); nothing changed", errors)
         result = await self.manager.reload(cfg)
+        self.manager.log(f"reloaded (requested by pid {conn.peer_pid}): {describe_reload(result)}")
         result["warnings"] = [str(d) for d in cfg.warnings]
         return response(msg, "ReloadResult", result)
 

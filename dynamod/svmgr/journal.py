@@ -68,6 +68,7 @@ class Journal:
         self._fd = -1
         self._records = 0
         self.errors = 0
+        self.discarded = False  # svmgr is exiting with everything down
         self.instance = ""
         if resume:
             self.instance = self._read_instance()
@@ -140,7 +141,7 @@ class Journal:
         return os.path.exists(os.path.join(self.markers, invocation))
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._pending or self.discarded:
             return
         data = b"".join(self._pending)
         self._records += len(self._pending)
@@ -189,6 +190,21 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def discard(self) -> None:
+        """Every service is down and svmgr exits: nothing to adopt, so the
+        record goes (a plain svmgr leaves no state behind in its runtime
+        directory)."""
+        self.close()
+        self.discarded = True
+        self.clear_markers()
+        for name in (STATE_FILE, JOURNAL_FILE, INSTANCE_FILE, MARKER_DIR):
+            with contextlib.suppress(OSError):
+                path = os.path.join(self.dir, name)
+                if name == MARKER_DIR:
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
 
 
 def load(runtime_dir: str) -> dict[str, dict[str, Any]]:

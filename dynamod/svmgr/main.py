@@ -52,11 +52,14 @@ def set_subreaper() -> bool:
         return False
 
 
-USAGE = """usage: dynamod-svmgr [--config-dir DIR] [--runtime-dir DIR] [--no-plugins]
+USAGE = """usage: dynamod-svmgr [--config-dir DIR] [--runtime-dir DIR] [--log FILE] [--no-plugins]
 
 dynamod service manager.
   --config-dir DIR   service configuration (default $DYNAMOD_CONFIG_DIR, else /etc/dynamod)
   --runtime-dir DIR  control socket and state (default $DYNAMOD_RUNTIME_DIR, else /run/dynamod)
+  --log FILE         append the log to FILE ('-': stderr). Default: stderr, but
+                     RUNTIME-DIR/svmgr.log when stderr is a terminal outside
+                     dynamod-init (a shell's terminal, shared with later commands)
   --no-plugins       load no plugin entry points
 """
 
@@ -66,12 +69,13 @@ class Options:
         self.config_dir = os.environ.get("DYNAMOD_CONFIG_DIR", "/etc/dynamod")
         self.runtime_dir = os.environ.get("DYNAMOD_RUNTIME_DIR", "/run/dynamod")
         self.no_plugins = False
+        self.log: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> Options:
     opts = Options()
     parse_command_line("dynamod-svmgr", USAGE, argv, opts, flags=("--no-plugins",),
-                       valued=("--config-dir", "--runtime-dir"))
+                       valued=("--config-dir", "--runtime-dir", "--log"))
     return opts
 
 
@@ -168,6 +172,8 @@ class Daemon:
         manager.start_all()
         await self.done.wait()
         await server.close()
+        if manager.engine.all_down():
+            manager.journal.discard()
         return self.exit_code
 
     async def reload(self) -> None:
@@ -176,8 +182,10 @@ class Daemon:
         except ConfigError as exc:
             log(f"reload refused, nothing changed:\n{exc}")
             return
+        from dynamod.svmgr.control import describe_reload
+
         result = await self.manager.reload(cfg)
-        log("reloaded: " + describe_reload(result))
+        log("reloaded (SIGHUP): " + describe_reload(result))
 
     async def shutdown(self, kind: str) -> None:
         if self.manager.shutting_down:
@@ -218,13 +226,35 @@ def lock_runtime_dir(runtime_dir: str) -> int:
     return fd
 
 
-def describe_reload(result: dict[str, list[str]]) -> str:
-    parts = [f"{k} {', '.join(v)}" for k, v in result.items() if v and k in ("added", "removed", "changed")]
-    return "; ".join(parts) or "nothing changed"
+def redirect_log(args: Options) -> None:
+    """Send stderr (and stdout) to the log file: ``--log FILE``, or, when
+    stderr is a terminal and no dynamod-init is above us, the runtime
+    directory's svmgr.log (a background svmgr must not write into the
+    commands typed after it). One line on the terminal says where."""
+    target = args.log
+    if target == "-":
+        return
+    if target is None:
+        if "DYNAMOD_INIT_FD" in os.environ or not os.isatty(2):
+            return
+        target = os.path.join(args.runtime_dir, "svmgr.log")
+        os.makedirs(args.runtime_dir, mode=0o755, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    if os.isatty(2):
+        print(f"dynamod-svmgr: logging to {os.path.abspath(target)} (--log FILE, or --log - for this terminal)",
+              file=sys.stderr, flush=True)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        redirect_log(args)
+    except OSError as exc:
+        log(f"fatal: cannot open the log {args.log}: {exc.strerror or exc}")
+        sys.exit(1)
     daemon = Daemon(args)
     try:
         code = asyncio.run(daemon.run())
