@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile

@@ -437,8 +437,9 @@ def manager_fixtures() -> tuple[Any, Any]:
 class InitContainer:
     """``dynamod-init --container`` as PID 1 of a new PID + mount namespace
     (``unshare``; needs root), with its own /run. Its output (init's and
-    svmgr's logs) goes to ``log_path``; :meth:`run` executes a command inside
-    the namespaces with ``nsenter``."""
+    svmgr's logs) goes to ``log_path``, or to the descriptor ``stdio`` (a
+    terminal, say); :meth:`run` executes a command inside the namespaces with
+    ``nsenter``."""
 
     def __init__(
         self,
@@ -447,6 +448,7 @@ class InitContainer:
         *,
         env: Mapping[str, str] | None = None,
         args: Iterable[str] = (),
+        stdio: int | None = None,
     ) -> None:
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -459,12 +461,13 @@ class InitContainer:
             f"--config-dir {config_dir} --runtime-dir /run/dynamod {' '.join(args)}"
         )
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept for the process lifetime
+        out = log if stdio is None else stdio
         self.proc = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
              "/bin/sh", "-c", script],
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
+            stdout=out,
+            stderr=out,
             env=full_env,
         )
         log.close()

@@ -58,6 +58,21 @@ def decode_payload(data: bytes) -> dict:
     return obj
 
 
+def decode_frame(data: bytes) -> dict:
+    """Decode one message that must be exactly one frame (a SOCK_SEQPACKET
+    datagram: the init <-> svmgr link). Raises FrameError."""
+    if len(data) < HEADER_SIZE:
+        raise FrameError(f"message of {len(data)} bytes is shorter than a frame header")
+    magic, length = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise FrameError(f"bad magic {magic!r}")
+    if length > MAX_PAYLOAD:
+        raise FrameError(f"frame length {length} exceeds the maximum of {MAX_PAYLOAD}")
+    if length != len(data) - HEADER_SIZE:
+        raise FrameError(f"frame length {length} but {len(data) - HEADER_SIZE} payload bytes in the message")
+    return decode_payload(data[HEADER_SIZE:])
+
+
 def _reject_timestamps(obj: object) -> None:
     stack = [obj]
     while stack:
