@@ -578,6 +578,22 @@ class InitContainer:
                 self.proc.kill()
 
 
+@contextlib.contextmanager
+def public_dir() -> Iterator[Path]:
+    """A fresh directory every user can reach (pytest's ``tmp_path`` is
+    private to root): for control sockets an unprivileged attacker must be
+    able to connect to. Removed afterwards."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="dynamod-public-", dir="/tmp"))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 _ATTACK = r'''
 import os, select, socket, sys, time
 path, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -595,6 +611,10 @@ for _ in range(n):
         s.close()
         continue
     try:
+        if mode == "garbage":
+            s.send(b"XX this is no frame")  # the server closes it: open another
+            s.close()
+            continue
         if mode == "slow":
             s.send(req[:3])  # a frame begun and never finished
         elif mode == "unread":
@@ -625,16 +645,17 @@ class Attacker:
     """``n`` connections to the control socket ``path``, opened and held by
     an unprivileged user (``setpriv``; uid 65534 by default) in a child
     process with room for that many descriptors. ``mode``: ``hold`` (connect
-    and say nothing), ``slow`` (start a frame, never finish it) or
-    ``unread`` (send requests, never read the answers). :attr:`report` is
+    and say nothing), ``slow`` (start a frame, never finish it), ``unread``
+    (send ``request`` 64 times, never read the answers) or ``garbage`` (send
+    a line of text and close, ``n`` times). :attr:`report` is
     the child's ``opened N refused R alive A`` line (alive: not yet closed
     by the server a moment after opening); :meth:`close` lets go."""
 
     def __init__(self, path: str, n: int, mode: str = "hold", *, uid: int = 65534,
-                 settle: float = 1.0) -> None:
+                 settle: float = 1.0, request: str = "ListServices") -> None:
         from dynamod.ipc.framing import encode_frame
 
-        frame = encode_frame({"id": 1, "kind": "request", "type": "ListServices", "body": {}})
+        frame = encode_frame({"id": 1, "kind": "request", "type": request, "body": {}})
         self.proc = subprocess.Popen(
             ["prlimit", f"--nofile={n + 64}:{n + 64}", "setpriv", f"--reuid={uid}", f"--regid={uid}",
              "--clear-groups", sys.executable, "-c", _ATTACK, path, str(n), mode, frame.hex()],

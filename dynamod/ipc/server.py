@@ -48,6 +48,8 @@ IDLE_TIMEOUT = 60.0
 # ... and one that began a frame and does not finish it, or does not read
 # what the server sends, within this long.
 SLOW_TIMEOUT = 10.0
+# Client problems are summed up per uid over this long (dynamod.ipc.clientlog).
+LOG_INTERVAL = 10.0
 # How often the timeouts are checked.
 SWEEP_INTERVAL = 1.0
 # One receive buffer, shared by every connection (the loop runs one callback
@@ -56,6 +58,15 @@ RECV_SIZE = MAX_PAYLOAD + HEADER_SIZE
 ACCEPTS_PER_WAKEUP = 64
 LISTEN_BACKLOG = 4096
 _CRED = struct.Struct("3i")
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A timeout knob for tests (the defaults are minutes for humans)."""
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def _stderr_log(message: str) -> None:
@@ -166,7 +177,14 @@ class Connection(asyncio.BufferedProtocol):
             self._transport.abort()
 
     def _protocol_error(self, problem: str) -> None:
-        kind = problem.split(":")[0].split(" (")[0][:40]
+        # Counted under its leading words ("bad magic", "frame length"...),
+        # without the bytes that differ from frame to frame.
+        words = []
+        for word in problem.split():
+            if not word.isalpha():
+                break
+            words.append(word)
+        kind = " ".join(words)[:40] or "protocol error"
         self._server.client_problem(self, kind, f"protocol error, closing: {problem}")
         self._abort()
 
@@ -386,10 +404,10 @@ class ControlServer:
         max_inflight: int = MAX_INFLIGHT,
         max_connections: int = MAX_CONNECTIONS,
         max_connections_per_uid: int = MAX_CONNECTIONS_PER_UID,
-        idle_timeout: float = IDLE_TIMEOUT,
-        slow_timeout: float = SLOW_TIMEOUT,
+        idle_timeout: float | None = None,
+        slow_timeout: float | None = None,
         fd_reserve: int | None = None,
-        log_interval: float = 10.0,
+        log_interval: float | None = None,
     ) -> None:
         self.path = path
         self.handler = handler
@@ -402,10 +420,11 @@ class ControlServer:
         self.max_inflight = max(1, max_inflight)
         self.max_connections = max_connections
         self.max_connections_per_uid = max_connections_per_uid
-        self.idle_timeout = idle_timeout
-        self.slow_timeout = slow_timeout
+        env = _env_seconds
+        self.idle_timeout = idle_timeout or env("DYNAMOD_CONTROL_IDLE_TIMEOUT", IDLE_TIMEOUT)
+        self.slow_timeout = slow_timeout or env("DYNAMOD_CONTROL_SLOW_TIMEOUT", SLOW_TIMEOUT)
         self.fd_reserve = fd_reserve
-        self.client_log = ClientLog(self.log, log_interval)
+        self.client_log = ClientLog(self.log, log_interval or env("DYNAMOD_CONTROL_LOG_INTERVAL", LOG_INTERVAL))
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._listener: socket.socket | None = None
         self._connections: set[Connection] = set()
