@@ -66,19 +66,57 @@ def describe(label: str, times: list[float], failed: int) -> str:
             f"{len(times)} answered, {failed} failed")
 
 
-def flood(sock: str, seconds: float, uid: int) -> None:
+def flood(sock: str, seconds: float, uid: int, payload: bytes = b"XX garbage", procs: int = 1) -> None:
+    """``procs`` processes of ``uid`` connecting as fast as they can, each
+    connection sending ``payload`` (nothing if empty) and closing."""
     code = (
         "import socket, sys, time\n"
         "end = time.monotonic() + float(sys.argv[2])\n"
+        "data = bytes.fromhex(sys.argv[3])\n"
         "while time.monotonic() < end:\n"
         "    s = socket.socket(socket.AF_UNIX)\n"
         "    try:\n"
-        "        s.connect(sys.argv[1]); s.sendall(b'XX garbage'); s.recv(10)\n"
+        "        s.connect(sys.argv[1])\n"
+        "        if data: s.sendall(data); s.recv(10)\n"
         "    except OSError: pass\n"
         "    s.close()\n"
     )
-    subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable,
-                    "-c", code, sock, str(seconds)], check=False)
+    ps = [subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable,
+                            "-c", code, sock, str(seconds), payload.hex()]) for _ in range(procs)]
+    for p in ps:
+        p.wait()
+
+
+def root_split(sock: str, seconds: float, *, public: bool = False) -> str:
+    """Root's connect() wait and its request round trip, apart, through the
+    trusted twin (what dynamodctl uses) or the public socket: what the
+    separate root-only socket saves is in the connect."""
+    from dynamod.ipc import client as ipc
+
+    connects, trips, failed = [], [], 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        try:
+            if public:
+                c = ipc.Client.__new__(ipc.Client)
+                c.__dict__.update(path=sock, timeout=10, _ids=iter(range(1, 99)),
+                                  _decoder=ipc.FrameDecoder(), _events=ipc.deque(), _pending=ipc.deque())
+                c._sock = ipc.connect_unix(sock, 10)
+            else:
+                c = ipc.Client(sock, timeout=10)
+        except OSError:
+            failed += 1
+            continue
+        t1 = time.perf_counter()
+        c.request("ServiceStatus", {"name": "steady"})
+        t2 = time.perf_counter()
+        c.close()
+        connects.append((t1 - t0) * 1000)
+        trips.append((t2 - t1) * 1000)
+    return (f"{'public' if public else 'trusted'} socket: connect median {statistics.median(connects):.2f} ms "
+            f"max {max(connects):.1f} ms; request median {statistics.median(trips):.2f} ms "
+            f"max {max(trips):.1f} ms ({len(trips)} calls, {failed} failed)")
 
 
 def main() -> None:
@@ -128,6 +166,14 @@ def main() -> None:
             th.join()
             print(describe("bad-frame flood", times, failed)
                   + f"; log {len(mgr.log()) - log0} bytes in {args.seconds:g}s")
+            print("idle, " + root_split(sock, 2))
+            print("idle, " + root_split(sock, 2, public=True))
+            for public in (False, True):
+                th = threading.Thread(target=flood, args=(sock, args.seconds, args.uid, b"", 4))
+                th.start()
+                time.sleep(0.5)
+                print("connect flood (4 procs), " + root_split(sock, args.seconds - 1, public=public))
+                th.join()
             print(describe("after", *sample(sock, 2)))
             errors = mgr.log().count("Too many open files")
             print(f"'Too many open files' in svmgr's log: {errors}")

@@ -656,3 +656,62 @@ def test_many_pipelined_requests_in_one_read_are_all_answered(srv: ServerThread)
     raw.sock.sendall(b"".join(encode_frame(req(i, "ListServices", {})) for i in range(2000)))
     assert sorted(raw.recv().re for _ in range(2000)) == list(range(2000))
     raw.close()
+
+
+FLOOD = """
+import socket, sys, time
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+    except OSError:
+        pass
+    s.close()
+"""
+
+
+@needs_root
+def test_root_gets_through_a_connect_flood_on_its_own_socket(public: Path) -> None:
+    st = ServerThread(str(public / "c.sock")).start()
+    flooders = [subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  sys.executable, "-c", FLOOD, st.path, "4"]) for _ in range(3)]
+    try:
+        assert stat.S_IMODE(os.stat(public / "c.root.sock").st_mode) == 0o600
+        time.sleep(0.5)
+        for _ in range(50):  # each within the client's 10 s (a hang guard)
+            with Client(st.path, timeout=10) as root:
+                assert root.path == str(public / "c.root.sock")
+                assert root.request("ListServices").type == "ServiceList"
+    finally:
+        for p in flooders:
+            p.wait(30)
+        st.stop()
+    assert not (public / "c.root.sock").exists()
+
+
+@needs_root
+def test_the_trusted_socket_refuses_other_users_even_if_opened_up(public: Path) -> None:
+    st = ServerThread(str(public / "c.sock")).start()
+    try:
+        os.chmod(public / "c.root.sock", 0o666)  # a careless administrator
+        with Attacker(str(public / "c.root.sock"), 3, settle=0.5) as atk:
+            assert atk.alive == 0
+        # Other users reach the public socket, as before.
+        with Attacker(st.path, 3, settle=0.5) as atk:
+            assert atk.alive == 3
+    finally:
+        st.stop()
+    assert any("c.root.sock is for root and the server's own user only" in line for line in st.logs)
+
+
+def test_a_client_falls_back_to_the_public_socket(tmp_path) -> None:
+    """An older server has no trusted twin: root's client uses the public one."""
+    st = ServerThread(str(tmp_path / "c.sock"), trusted_path=None).start()
+    try:
+        assert not (tmp_path / "c.root.sock").exists()
+        with Client(st.path, timeout=5) as client:
+            assert client.path == st.path
+            assert client.request("ListServices").type == "ServiceList"
+    finally:
+        st.stop()

@@ -26,6 +26,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from dynamod.ipc.client import trusted_socket_path
 from dynamod.ipc.clientlog import ClientLog
 from dynamod.ipc.framing import HEADER_SIZE, MAX_PAYLOAD, FrameDecoder, FrameError, encode_frame
 from dynamod.ipc.schema import PROTOCOL_VERSION, Message, SchemaError, error, response
@@ -408,8 +409,11 @@ class ControlServer:
         slow_timeout: float | None = None,
         fd_reserve: int | None = None,
         log_interval: float | None = None,
+        trusted_path: str | None = "",
     ) -> None:
         self.path = path
+        # "": next to ``path`` (dynamod.ipc.client.trusted_socket_path); None: none.
+        self.trusted_path = trusted_socket_path(path) if trusted_path == "" else trusted_path
         self.handler = handler
         self.mode = mode
         self.log: Log = log or _stderr_log
@@ -426,11 +430,10 @@ class ControlServer:
         self.fd_reserve = fd_reserve
         self.client_log = ClientLog(self.log, log_interval or env("DYNAMOD_CONTROL_LOG_INTERVAL", LOG_INTERVAL))
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._listener: socket.socket | None = None
+        self._listeners: list[_Listener] = []
         self._connections: set[Connection] = set()
         self._by_uid: dict[int, set[Connection]] = {}  # untrusted connections only
         self._untrusted = 0
-        self._ident: tuple[int, int] | None = None
         self._recv_view = memoryview(bytearray(RECV_SIZE))
         self._own_uid = os.getuid()
         self._fd_limit = 1024
@@ -446,8 +449,9 @@ class ControlServer:
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
-        """The listening sockets (for tests and fd bookkeeping)."""
-        return (self._listener,) if self._listener is not None else ()
+        """The listening sockets, the public one first (for tests and fd
+        bookkeeping)."""
+        return tuple(listener.sock for listener in self._listeners)
 
     def trusts(self, uid: int) -> bool:
         """Root and the server's own uid are exempt from the per-uid limits
@@ -457,29 +461,28 @@ class ControlServer:
     async def start(self) -> None:
         """Bind and listen. Creates the parent directory if needed, replaces a
         stale socket file, refuses (OSError EADDRINUSE) if another server is
-        listening on ``path``, and chmods the socket to ``mode``."""
+        listening on ``path``, and chmods the socket to ``mode``; the same
+        for ``trusted_path`` (mode 0600: root and the server's own user)."""
         self._loop = asyncio.get_running_loop()
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, mode=0o755, exist_ok=True)
-        _remove_stale_socket(self.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(self.path)
-            os.chmod(self.path, self.mode)
-            sock.listen(LISTEN_BACKLOG)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._listener = sock
-        st = os.stat(self.path)
-        self._ident = (st.st_dev, st.st_ino)
         self._fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if self.fd_reserve is None:
             self.fd_reserve = max(64, self._fd_limit // 4)
+        _remove_stale_socket(self.path)
+        if self.trusted_path:
+            _remove_stale_socket(self.trusted_path)
+        self._listeners.append(_Listener.bind(self.path, self.mode, trusted_only=False))
+        if self.trusted_path:
+            try:
+                self._listeners.append(_Listener.bind(self.trusted_path, 0o600, trusted_only=True))
+            except BaseException:
+                self._listeners.pop().close()
+                raise
         self._open_spare()
-        self._loop.add_reader(sock.fileno(), self._accept_ready)
+        for listener in self._listeners:
+            self._loop.add_reader(listener.sock.fileno(), self._accept_ready, listener)
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     # -- accepting ------------------------------------------------------------
@@ -491,28 +494,27 @@ class ControlServer:
             except OSError:
                 self._spare = -1
 
-    def _accept_ready(self) -> None:
-        listener = self._listener
-        if listener is None:
+    def _accept_ready(self, listener: _Listener) -> None:
+        if listener.closed:
             return
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                sock, _addr = listener.accept()
+                sock, _addr = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._out_of_fds(exc)
+                    self._out_of_fds(exc, listener)
                 else:
-                    self.log(f"accept on {self.path} failed: {exc}")
+                    self.log(f"accept on {listener.path} failed: {exc}")
                 return
             try:
-                self._admit(sock)
+                self._admit(sock, listener)
             except Exception:  # a bad connection must not stop the accepting
                 sock.close()
                 self.log(f"cannot set up a connection:\n{traceback.format_exc()}")
 
-    def _out_of_fds(self, exc: OSError) -> None:
+    def _out_of_fds(self, exc: OSError, listener: _Listener) -> None:
         """No descriptor for a new connection. Use the spare one to take
         the oldest pending connection off the queue: a trusted peer keeps it
         (root always gets through), anybody else is refused. Then wait a
@@ -521,12 +523,11 @@ class ControlServer:
             self.log(f"out of file descriptors ({exc.strerror}; limit {self._fd_limit}): "
                      "refusing untrusted clients until some are free (logged once)")
         self._fd_short += 1
-        listener = self._listener
-        if self._spare >= 0 and listener is not None:
+        if self._spare >= 0:
             os.close(self._spare)
             self._spare = -1
             try:
-                sock, _addr = listener.accept()
+                sock, _addr = listener.sock.accept()
             except OSError:
                 sock = None
             if sock is not None:
@@ -536,22 +537,28 @@ class ControlServer:
                 else:
                     sock.close()
             self._open_spare()
-        if listener is not None and self._accept_timer is None:
-            self._loop.remove_reader(listener.fileno())
+        if self._accept_timer is None:
+            for each in self._listeners:
+                self._loop.remove_reader(each.sock.fileno())
             self._accept_timer = self._loop.call_later(0.05, self._resume_accepting)
 
     def _resume_accepting(self) -> None:
         self._accept_timer = None
-        if self._listener is not None:
-            self._loop.add_reader(self._listener.fileno(), self._accept_ready)
+        for listener in self._listeners:
+            if not listener.closed:
+                self._loop.add_reader(listener.sock.fileno(), self._accept_ready, listener)
 
-    def _admit(self, sock: socket.socket) -> None:
+    def _admit(self, sock: socket.socket, listener: _Listener) -> None:
         creds = _peer_creds(sock)
         uid = creds[1]
         if not self.trusts(uid):
             refusal = None
+            if listener.trusted_only:
+                refusal = f"{listener.path} is for root and the server's own user only"
             mine = self._by_uid.get(uid, ())
-            if len(mine) >= self.max_connections_per_uid:
+            if refusal is not None:
+                pass
+            elif len(mine) >= self.max_connections_per_uid:
                 refusal = f"uid {uid} has {len(mine)} connections, the most one user may have"
             elif self._untrusted >= self.max_connections:
                 refusal = f"{self._untrusted} connections of other users are open, the most allowed"
@@ -632,16 +639,16 @@ class ControlServer:
     async def close(self) -> None:
         """Stop listening, close every connection, cancel handlers still
         running, and remove the socket file (if it is still ours)."""
-        listener = self._listener
-        if listener is None:
+        listeners, self._listeners = self._listeners, []
+        if not listeners:
             return
-        self._listener = None
         for timer in (self._sweeper, self._accept_timer):
             if timer is not None:
                 timer.cancel()
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(listener.fileno())
-        listener.close()
+        for listener in listeners:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(listener.sock.fileno())
+            listener.close()
         if self._spare >= 0:
             os.close(self._spare)
             self._spare = -1
@@ -660,12 +667,8 @@ class ControlServer:
         for conn in list(self._connections):
             conn._abort()
         self.client_log.close()
-        try:
-            st = os.stat(self.path)
-            if (st.st_dev, st.st_ino) == self._ident:
-                os.unlink(self.path)
-        except OSError:
-            pass
+        for listener in listeners:
+            listener.unlink()
 
     def broadcast(self, msg: Message, *, subscribed_only: bool = True) -> int:
         """Send ``msg`` to every (subscribed) connection, encoding it once.
@@ -685,6 +688,44 @@ class ControlServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class _Listener:
+    """One listening socket and the file it was bound to."""
+
+    def __init__(self, sock: socket.socket, path: str, trusted_only: bool) -> None:
+        self.sock = sock
+        self.path = path
+        self.trusted_only = trusted_only
+        self.closed = False
+        st = os.stat(path)
+        self.ident = (st.st_dev, st.st_ino)
+
+    @classmethod
+    def bind(cls, path: str, mode: int, *, trusted_only: bool) -> _Listener:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, mode)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+            return cls(sock, path, trusted_only)
+        except BaseException:
+            sock.close()
+            raise
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+    def unlink(self) -> None:
+        """Remove the socket file if it is still ours."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self.ident:
+                os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def _peer_creds(sock: socket.socket) -> tuple[int, int, int]:
