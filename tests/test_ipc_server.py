@@ -715,3 +715,57 @@ def test_a_client_falls_back_to_the_public_socket(tmp_path) -> None:
             assert client.request("ListServices").type == "ServiceList"
     finally:
         st.stop()
+
+
+SMALL_SERVER = """
+import asyncio, sys
+from dynamod.ipc.schema import response
+from dynamod.ipc.server import ControlServer
+
+async def handler(conn, msg):
+    return response(msg, "ServiceList", {"services": []})
+
+async def main():
+    server = ControlServer(sys.argv[1], handler, log=lambda m: print(m, flush=True))
+    await server.start()
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_running_out_of_descriptors_is_logged_once_and_passes(tmp_path) -> None:
+    path = str(tmp_path / "c.sock")
+    out = tmp_path / "server.log"
+    with open(out, "w") as log:
+        proc = subprocess.Popen(["prlimit", "--nofile=100:100", sys.executable, "-c", SMALL_SERVER, path],
+                                stdout=log, stderr=subprocess.STDOUT)
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: "ready" in out.read_text(), "the server", context=out.read_text)
+        # Our own (trusted) connections: far more than the server has fds for.
+        for _ in range(300):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            held.append(s)
+        wait_until(lambda: "out of file descriptors" in out.read_text(), "the shortage",
+                   context=out.read_text)
+        time.sleep(1)  # many more failed accepts meanwhile
+        assert proc.poll() is None
+        for s in held:
+            s.close()
+        held.clear()
+        wait_until(lambda: "file descriptors available again" in out.read_text(), "the end of it",
+                   context=out.read_text)
+        with Client(path, timeout=10) as client:
+            assert client.request("ListServices").type == "ServiceList"
+    finally:
+        for s in held:
+            s.close()
+        proc.kill()
+        proc.wait()
+    text = out.read_text()
+    assert text.count("out of file descriptors") == 1, text
+    m = re.search(r"available again \((\d+) accepts had failed\)", text)
+    assert m and int(m.group(1)) >= 1, text
