@@ -89,9 +89,8 @@ def flush_console() -> None:
             return
         del _pending[:n]
     if _dropped:
-        notice = f"dynamod-init: {_dropped} lines dropped: the console did not take them\n".encode()
+        _pending.extend(_drop_notice())
         _dropped = 0
-        _pending.extend(notice)
         flush_console()
 
 
@@ -105,11 +104,19 @@ def _to_console(line: bytes) -> None:
     if _console_fd < 0:
         return
     flush_console()
-    if _dropped or len(_pending) + len(line) > CONSOLE_PENDING:
+    notice = _drop_notice() if _dropped else b""
+    if len(_pending) + len(notice) + len(line) > CONSOLE_PENDING:
         _dropped += 1
         return
+    # Room again: the count of what was dropped comes first, in its place.
+    _pending.extend(notice)
+    _dropped = 0
     _pending.extend(line)
     flush_console()
+
+
+def _drop_notice() -> bytes:
+    return f"dynamod-init: {_dropped} lines dropped: the console did not take them\n".encode()
 
 
 def dropped_console_lines() -> int:
