@@ -769,3 +769,19 @@ def test_running_out_of_descriptors_is_logged_once_and_passes(tmp_path) -> None:
     assert text.count("out of file descriptors") == 1, text
     m = re.search(r"available again \((\d+) accepts had failed\)", text)
     assert m and int(m.group(1)) >= 1, text
+
+
+def test_a_twin_path_too_long_for_a_socket_is_done_without(tmp_path) -> None:
+    """The public path fits sun_path, ``.root.sock`` would not: the server
+    starts with the public socket only and says so."""
+    room = 107 - len(str(tmp_path)) - len("/.sock") - 1
+    path = str(tmp_path / ("x" * room + ".sock"))
+    assert len(path) <= 107 < len(path) + len(".root")
+    st = ServerThread(path).start()
+    try:
+        with Client(path, timeout=5) as client:
+            assert client.path == path
+            assert client.request("ListServices").type == "ServiceList"
+    finally:
+        st.stop()
+    assert any("is too long for a Unix socket" in line for line in st.logs)

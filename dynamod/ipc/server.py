@@ -59,6 +59,7 @@ RECV_SIZE = MAX_PAYLOAD + HEADER_SIZE
 ACCEPTS_PER_WAKEUP = 64
 LISTEN_BACKLOG = 4096
 _CRED = struct.Struct("3i")
+_SUN_PATH_MAX = 108  # sockaddr_un.sun_path, the terminating NUL included
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -474,6 +475,12 @@ class ControlServer:
         if self.trusted_path:
             _remove_stale_socket(self.trusted_path)
         self._listeners.append(_Listener.bind(self.path, self.mode, trusted_only=False))
+        if self.trusted_path and len(os.fsencode(self.trusted_path)) >= _SUN_PATH_MAX:
+            # The public path fits, its longer twin does not: serve without it
+            # (clients fall back to the public socket).
+            self.log(f"warning: {self.trusted_path} is too long for a Unix socket; "
+                     "no trusted socket (root shares the public one)")
+            self.trusted_path = None
         if self.trusted_path:
             try:
                 self._listeners.append(_Listener.bind(self.trusted_path, 0o600, trusted_only=True))
