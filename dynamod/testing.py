@@ -516,9 +516,10 @@ def manager_fixtures() -> tuple[Any, Any]:
 class InitContainer:
     """``dynamod-init --container`` as PID 1 of a new PID + mount namespace
     (``unshare``; needs root), with its own /run. Services contributed by
-    installed plugins are left out unless ``plugin_services=True``. Its output (init's and
-    svmgr's logs) goes to ``log_path``; :meth:`run` executes a command inside
-    the namespaces with ``nsenter``."""
+    installed plugins are left out unless ``plugin_services=True``. Its
+    output (init's and svmgr's logs) goes to ``log_path``, or to the
+    descriptor ``stdio`` (a terminal, say); :meth:`run` executes a command
+    inside the namespaces with ``nsenter``."""
 
     def __init__(
         self,
@@ -528,6 +529,7 @@ class InitContainer:
         env: Mapping[str, str] | None = None,
         args: Iterable[str] = (),
         plugin_services: bool = False,
+        stdio: int | None = None,
     ) -> None:
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -543,12 +545,13 @@ class InitContainer:
             f"--config-dir {config_dir} --runtime-dir /run/dynamod {' '.join(args)}"
         )
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept for the process lifetime
+        out = log if stdio is None else stdio
         self.proc = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
              "/bin/sh", "-c", script],
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
+            stdout=out,
+            stderr=out,
             env=full_env,
         )
         log.close()
@@ -657,3 +660,112 @@ class InitContainer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+@contextlib.contextmanager
+def public_dir() -> Iterator[Path]:
+    """A fresh directory every user can reach (pytest's ``tmp_path`` is
+    private to root): for control sockets an unprivileged attacker must be
+    able to connect to. Removed afterwards."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="dynamod-public-", dir="/tmp"))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_ATTACK = r'''
+import os, select, socket, sys, time
+path, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+req = bytes.fromhex(sys.argv[4])
+socks, refused = [], 0
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # blocking: a full backlog makes connect wait (with a timeout it
+    # would fail with EAGAIN at once, AF_UNIX has no EINPROGRESS)
+    try:
+        s.connect(path)
+        s.setblocking(False)
+    except OSError:
+        refused += 1
+        s.close()
+        continue
+    try:
+        if mode == "garbage":
+            s.send(b"XX this is no frame")  # the server closes it: open another
+            s.close()
+            continue
+        if mode == "slow":
+            s.send(req[:3])  # a frame begun and never finished
+        elif mode == "unread":
+            for _ in range(64):
+                s.send(req)  # requests whose answers are never read
+    except OSError:
+        pass
+    socks.append(s)
+time.sleep(float(os.environ.get("ATTACK_SETTLE", "1")))
+alive = 0
+for s in socks:
+    p = select.poll()
+    p.register(s, select.POLLIN)
+    try:
+        if p.poll(0) and not s.recv(1 << 16, socket.MSG_PEEK):
+            continue
+        alive += 1
+    except BlockingIOError:
+        alive += 1
+    except OSError:
+        continue
+print(f"opened {len(socks)} refused {refused} alive {alive}", flush=True)
+sys.stdin.read()  # hold everything until the test closes our stdin
+'''
+
+
+class Attacker:
+    """``n`` connections to the control socket ``path``, opened and held by
+    an unprivileged user (``setpriv``; uid 65534 by default) in a child
+    process with room for that many descriptors. ``mode``: ``hold`` (connect
+    and say nothing), ``slow`` (start a frame, never finish it), ``unread``
+    (send ``request`` 64 times, never read the answers) or ``garbage`` (send
+    a line of text and close, ``n`` times). :attr:`report` is
+    the child's ``opened N refused R alive A`` line (alive: not yet closed
+    by the server a moment after opening); :meth:`close` lets go."""
+
+    def __init__(self, path: str, n: int, mode: str = "hold", *, uid: int = 65534,
+                 settle: float = 1.0, request: str = "ListServices") -> None:
+        from dynamod.ipc.framing import encode_frame
+
+        frame = encode_frame({"id": 1, "kind": "request", "type": request, "body": {}})
+        self.proc = subprocess.Popen(
+            ["prlimit", f"--nofile={n + 64}:{n + 64}", "setpriv", f"--reuid={uid}", f"--regid={uid}",
+             "--clear-groups", sys.executable, "-c", _ATTACK, path, str(n), mode, frame.hex()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=dict(os.environ, ATTACK_SETTLE=str(settle)),
+        )
+        assert self.proc.stdout is not None
+        self.report = self.proc.stdout.readline().strip()
+        if not self.report:
+            self.proc.wait(10)
+            raise RuntimeError(f"the attacker exited with {self.proc.returncode}")
+        numbers = self.report.split()
+        self.opened, self.refused, self.alive = int(numbers[1]), int(numbers[3]), int(numbers[5])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Attacker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -181,7 +181,7 @@ comp dynamodctl shutdown p
 
 @pytest.mark.skipif(not shutil.which("bash"), reason="bash is not installed")
 def test_bash_function(mgr: Svmgr, bindir: Path, tmp_path: Path) -> None:
-    sock_prefix = mgr.socket[:-4]  # ".../control.s": completes to the socket file
+    sock_prefix = mgr.socket[:-3]  # ".../control.s": completes to the socket file
     r = subprocess.run(
         ["bash", "--norc", "--noprofile", "-c", BASH_CALL, "bash", str(script(tmp_path, "bash")), sock_prefix],
         capture_output=True, text=True, env=shell_env(bindir, mgr.socket, tmp_path), timeout=60,
@@ -297,4 +297,4 @@ def test_fish(mgr: Svmgr, bindir: Path, tmp_path: Path) -> None:
     ]
     assert fish_complete("dynamodctl status b") == ["base\trunning", "bravo\trunning"]
     assert fish_complete("dynamodctl start ") == ["idle\tstopped"]
-    assert fish_complete(f"dynamodctl --socket={mgr.socket[:-4]}") == [f"--socket={mgr.socket}"]
+    assert fish_complete(f"dynamodctl --socket={mgr.socket[:-3]}") == [f"--socket={mgr.socket}"]

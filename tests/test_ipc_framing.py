@@ -8,7 +8,7 @@ import struct
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynamod.ipc.framing import (
@@ -16,6 +16,7 @@ from dynamod.ipc.framing import (
     MAX_PAYLOAD,
     FrameDecoder,
     FrameError,
+    decode_frame,
     encode_frame,
 )
 
@@ -136,6 +137,8 @@ def test_max_length_header_is_accepted_and_buffered() -> None:
         b"\x82\xa1a",  # map of 2 cut short
         msgpack.packb({"a": 1}) + b"\x00",  # trailing bytes inside the frame
         msgpack.packb({"a": msgpack.ExtType(5, b"xx")}),  # extension types
+        msgpack.packb({"a": msgpack.Timestamp(1, 0)}),  # ... msgpack's own timestamp too
+        msgpack.packb({"a": [{"b": msgpack.Timestamp(2**40, 5)}]}),  # nested, 96-bit form
         b"\x81\xa1a\xa2\xff\xfe",  # invalid UTF-8 string
     ],
 )
@@ -192,3 +195,30 @@ def test_resync_decoder_skips_garbage_and_bad_frames() -> None:
     assert [p["n"] for p in got] == [1, 2, 3]
     assert len(dec.errors) >= 3
     assert dec.buffered == 0
+
+
+def test_a_0xff_byte_alone_is_no_timestamp() -> None:
+    payload = {"n": 255, "b": b"\xff\xff", "i": -1}
+    assert FrameDecoder().feed(encode_frame(payload)) == [payload]
+
+
+@settings(max_examples=40)
+@given(st.lists(payloads, min_size=1, max_size=5), st.integers(min_value=0, max_value=3))
+def test_feed_with_a_limit_keeps_the_rest_undecoded(batch: list[dict], limit: int) -> None:
+    decoder = FrameDecoder()
+    data = b"".join(encode_frame(p) for p in batch)
+    got = decoder.feed(data, limit)
+    assert got == batch[:limit]
+    while len(got) < len(batch):
+        more = decoder.feed(b"", 1)
+        assert len(more) == 1
+        got += more
+    assert got == batch and decoder.buffered == 0
+
+
+def test_decode_frame_wants_exactly_one_frame() -> None:
+    frame = encode_frame({"a": 1})
+    assert decode_frame(frame) == {"a": 1}
+    for bad in (frame[:-1], frame + frame, frame[:4], b"XX" + frame[2:], frame_of(b"\xc1")):
+        with pytest.raises(FrameError):
+            decode_frame(bad)

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import fcntl
 import os
+import re
 import socket
 import stat
 import struct
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -34,7 +36,7 @@ from dynamod.ipc.client import (
 from dynamod.ipc.framing import FrameDecoder, encode_frame
 from dynamod.ipc.schema import PROTOCOL_VERSION, Message, event, response
 from dynamod.ipc.server import Connection, ControlServer
-from dynamod.testing import wait_until
+from dynamod.testing import Attacker, public_dir, wait_until
 
 BIG = "x" * 50_000  # one event of ~50 KB
 
@@ -532,3 +534,254 @@ def test_blocking_client_imports_stay_lean() -> None:
         check=True,
     ).stdout
     assert framing_only.strip() == "False"
+
+
+# -- client limits (docs/protocol.md, "Client limits") -------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the attacker is uid 65534 (setpriv)")
+
+
+@pytest.fixture
+def public() -> Iterator[Path]:
+    with public_dir() as path:
+        yield path
+
+
+def problems(logs: list[str], uid: int) -> tuple[list[str], int]:
+    """The log lines about ``uid``'s clients and how many problems they
+    account for (a line as it happened is one, a summary says how many)."""
+    lines = [line for line in logs if f"uid {uid}" in line]
+    total = 0
+    for line in lines:
+        m = re.search(r"uid \d+: (\d+) more client problems", line)
+        total += int(m.group(1)) if m else 1
+    return lines, total
+
+
+def open_count(st: ServerThread) -> int:
+    return st.call(lambda: len(st.server.connections))
+
+
+@needs_root
+def test_connections_per_uid_and_in_total_are_capped_but_root_gets_through(public: Path) -> None:
+    st = ServerThread(str(public / "c.sock"), max_connections_per_uid=5, max_connections=8,
+                      log_interval=0.3).start()
+    try:
+        with Attacker(st.path, 20, uid=65534) as first, Attacker(st.path, 20, uid=65533) as second:
+            assert (first.alive, second.alive) == (5, 3)
+            # Root is not counted against either limit.
+            clients = [Client(st.path, timeout=10) for _ in range(20)]
+            assert all(c.request("ListServices").type == "ServiceList" for c in clients)
+            for c in clients:
+                c.close()
+        wait_until(lambda: any("more client problems" in line for line in st.logs), "the summary")
+    finally:
+        st.stop()
+    refused = [line for line in st.logs if "uid 65534" in line]
+    # One line as it happened, one summary: not fifteen.
+    assert len(refused) == 2, refused
+    assert "connection refused: uid 65534 has 5 connections" in refused[0]
+    assert "uid 65534: 14 more client problems" in refused[1] and "connection refused x14" in refused[1]
+    assert any("connection refused: 8 connections of other users" in line for line in st.logs)
+
+
+@needs_root
+def test_idle_and_slow_clients_are_dropped_root_is_not(public: Path) -> None:
+    st = ServerThread(str(public / "c.sock"), idle_timeout=1.0, slow_timeout=1.0).start()
+    try:
+        mine = Raw(st.path)  # root, idle all along
+        with Attacker(st.path, 10, "hold", settle=0) as idle, Attacker(st.path, 10, "slow", settle=0) as slow:
+            assert idle.alive == slow.alive == 10
+            wait_until(lambda: open_count(st) == 1, "the attacker's connections closed")
+        mine.send_payload(req(1, "ListServices", {}))
+        assert mine.recv().re == 1
+        mine.close()
+    finally:
+        st.stop()
+    lines, total = problems(st.logs, 65534)
+    assert total == 20, lines
+    text = "\n".join(lines)
+    assert "idle for 1s; disconnecting" in text or "idle x" in text
+    assert "began a frame and did not finish it within 1s" in text or "slow x" in text
+
+
+@needs_root
+def test_output_pending_for_one_uid_is_bounded(public: Path) -> None:
+    st = ServerThread(str(public / "c.sock"), max_write_buffer_per_uid=1024 * 1024).start()
+    try:
+        with Attacker(st.path, 10, "unread", request="Subscribe", settle=0.2) as atk:
+            assert atk.alive == 10
+            wait_until(lambda: open_count(st) == 10, "ten subscribers")
+            with Client(st.path, timeout=10) as root:
+                root.request("Reload")  # ~3 MB of events to every subscriber
+                assert root.request("ListServices").type == "ServiceList"
+
+            def pending() -> int:
+                return st.call(lambda: st.server.pending_output(65534))
+
+            assert pending() <= 1024 * 1024 + len(BIG) + 1024
+    finally:
+        st.stop()
+    assert any("its uid's connections have" in line for line in st.logs), st.logs
+
+
+@needs_root
+def test_a_bad_frame_flood_is_logged_as_a_summary(public: Path) -> None:
+    st = ServerThread(str(public / "c.sock"), log_interval=0.5).start()
+    try:
+        with Attacker(st.path, 500, "garbage", settle=0):
+            wait_until(lambda: any("more client problems" in line for line in st.logs), "the summary")
+    finally:
+        st.stop()
+    lines, total = problems(st.logs, 65534)
+    assert len(lines) <= 6, lines  # about two per interval, not 500
+    assert total == 500, lines  # each one counted: closed for bad magic, or refused while 64 were open
+    assert "bad magic x" in "\n".join(lines) or "bad magic b'XX'" in lines[0]
+
+
+def test_the_timestamp_extension_closes_the_connection(srv: ServerThread) -> None:
+    payload = msgpack.packb({"id": 1, "kind": "request", "type": "ServiceStatus",
+                             "body": {"name": "a", "when": msgpack.Timestamp(1, 0)}})
+    bad = Raw(srv.path)
+    bad.sock.sendall(b"DM" + struct.pack("<I", len(payload)) + payload)
+    assert bad.wait_closed() == 0
+    bad.close()
+    assert any("extension type -1 (timestamp) is not allowed" in line for line in srv.logs)
+
+
+def test_many_pipelined_requests_in_one_read_are_all_answered(srv: ServerThread) -> None:
+    """Frames beyond the free handler slots stay undecoded until a slot
+    frees; none is lost (2,000 requests in one write, 64 slots)."""
+    raw = Raw(srv.path)
+    raw.sock.sendall(b"".join(encode_frame(req(i, "ListServices", {})) for i in range(2000)))
+    assert sorted(raw.recv().re for _ in range(2000)) == list(range(2000))
+    raw.close()
+
+
+FLOOD = """
+import socket, sys, time
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+    except OSError:
+        pass
+    s.close()
+"""
+
+
+@needs_root
+def test_root_gets_through_a_connect_flood_on_its_own_socket(public: Path) -> None:
+    st = ServerThread(str(public / "c.sock")).start()
+    flooders = [subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  sys.executable, "-c", FLOOD, st.path, "4"]) for _ in range(3)]
+    try:
+        assert stat.S_IMODE(os.stat(public / "c.root.sock").st_mode) == 0o600
+        time.sleep(0.5)
+        for _ in range(50):  # each within the client's 10 s (a hang guard)
+            with Client(st.path, timeout=10) as root:
+                assert root.path == str(public / "c.root.sock")
+                assert root.request("ListServices").type == "ServiceList"
+    finally:
+        for p in flooders:
+            p.wait(30)
+        st.stop()
+    assert not (public / "c.root.sock").exists()
+
+
+@needs_root
+def test_the_trusted_socket_refuses_other_users_even_if_opened_up(public: Path) -> None:
+    st = ServerThread(str(public / "c.sock")).start()
+    try:
+        os.chmod(public / "c.root.sock", 0o666)  # a careless administrator
+        with Attacker(str(public / "c.root.sock"), 3, settle=0.5) as atk:
+            assert atk.alive == 0
+        # Other users reach the public socket, as before.
+        with Attacker(st.path, 3, settle=0.5) as atk:
+            assert atk.alive == 3
+    finally:
+        st.stop()
+    assert any("c.root.sock is for root and the server's own user only" in line for line in st.logs)
+
+
+def test_a_client_falls_back_to_the_public_socket(tmp_path) -> None:
+    """An older server has no trusted twin: root's client uses the public one."""
+    st = ServerThread(str(tmp_path / "c.sock"), trusted_path=None).start()
+    try:
+        assert not (tmp_path / "c.root.sock").exists()
+        with Client(st.path, timeout=5) as client:
+            assert client.path == st.path
+            assert client.request("ListServices").type == "ServiceList"
+    finally:
+        st.stop()
+
+
+SMALL_SERVER = """
+import asyncio, sys
+from dynamod.ipc.schema import response
+from dynamod.ipc.server import ControlServer
+
+async def handler(conn, msg):
+    return response(msg, "ServiceList", {"services": []})
+
+async def main():
+    server = ControlServer(sys.argv[1], handler, log=lambda m: print(m, flush=True))
+    await server.start()
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_running_out_of_descriptors_is_logged_once_and_passes(tmp_path) -> None:
+    path = str(tmp_path / "c.sock")
+    out = tmp_path / "server.log"
+    with open(out, "w") as log:
+        proc = subprocess.Popen(["prlimit", "--nofile=100:100", sys.executable, "-c", SMALL_SERVER, path],
+                                stdout=log, stderr=subprocess.STDOUT)
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: "ready" in out.read_text(), "the server", context=out.read_text)
+        # Our own (trusted) connections: far more than the server has fds for.
+        for _ in range(300):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            held.append(s)
+        wait_until(lambda: "out of file descriptors" in out.read_text(), "the shortage",
+                   context=out.read_text)
+        time.sleep(1)  # many more failed accepts meanwhile
+        assert proc.poll() is None
+        for s in held:
+            s.close()
+        held.clear()
+        wait_until(lambda: "file descriptors available again" in out.read_text(), "the end of it",
+                   context=out.read_text)
+        with Client(path, timeout=10) as client:
+            assert client.request("ListServices").type == "ServiceList"
+    finally:
+        for s in held:
+            s.close()
+        proc.kill()
+        proc.wait()
+    text = out.read_text()
+    assert text.count("out of file descriptors") == 1, text
+    m = re.search(r"available again \((\d+) accepts had failed\)", text)
+    assert m and int(m.group(1)) >= 1, text
+
+
+def test_a_twin_path_too_long_for_a_socket_is_done_without(tmp_path) -> None:
+    """The public path fits sun_path, ``.root.sock`` would not: the server
+    starts with the public socket only and says so."""
+    room = 107 - len(str(tmp_path)) - len("/.sock") - 1
+    path = str(tmp_path / ("x" * room + ".sock"))
+    assert len(path) <= 107 < len(path) + len(".root")
+    st = ServerThread(path).start()
+    try:
+        with Client(path, timeout=5) as client:
+            assert client.path == path
+            assert client.request("ListServices").type == "ServiceList"
+    finally:
+        st.stop()
+    assert any("is too long for a Unix socket" in line for line in st.logs)

@@ -16,8 +16,10 @@ import time
 from collections import deque
 
 from dynamod.init import final
-from dynamod.init.log import error, log
-from dynamod.ipc.framing import FrameDecoder, FrameError, encode_frame
+from dynamod.init.log import error, flush_console, log, write_nonblocking
+from dynamod.ipc import link
+from dynamod.ipc.framing import FrameError, encode_frame
+from dynamod.signals import SHUTDOWN_SIGNALS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,14 +51,6 @@ class Timing:
         self.kill_wait = 2.0
 
 
-SHUTDOWN_SIGNALS = {
-    signal.SIGTERM: "poweroff",
-    signal.SIGINT: "reboot",  # ctrl-alt-del once RB_DISABLE_CAD is set
-    signal.SIGUSR1: "reboot",
-    signal.SIGRTMIN + 3: "halt",
-    signal.SIGRTMIN + 4: "poweroff",
-    signal.SIGRTMIN + 5: "reboot",
-}
 HANDLED = (*SHUTDOWN_SIGNALS, signal.SIGCHLD, signal.SIGUSR2, signal.SIGHUP)
 # Dispositions a child must not inherit from us (Python ignores SIGPIPE).
 RESET_IN_CHILD = (signal.SIGPIPE, signal.SIGXFSZ, *HANDLED)
@@ -68,7 +62,8 @@ class Svmgr:
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
         self.sock = sock
-        self.decoder = FrameDecoder(resync=True)
+        self.outbox = link.Outbox()
+        self.writing = False  # registered for EVENT_WRITE: the outbox waits
         self.started = time.monotonic()
         self.last_heartbeat = self.started
         self.killed = False
@@ -161,6 +156,7 @@ class Init:
         log(f"running ({'container' if self.container else 'system'} mode), pid {os.getpid()}")
         while self.exit_code is None:
             try:
+                flush_console()
                 timeout = self._next_timeout()
                 events = self.sel.select(timeout)
                 for key, _mask in events:
@@ -255,7 +251,7 @@ class Init:
     def spawn_svmgr(self) -> None:
         if self.svmgr is not None or self.shutdown_kind is not None:
             return
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent, child = link.socketpair()
         try:
             os.set_inheritable(child.fileno(), True)
             env = dict(os.environ)
@@ -278,30 +274,24 @@ class Init:
             child.close()
         parent.setblocking(False)
         self.svmgr = Svmgr(pid, parent)
-        self.sel.register(parent, selectors.EVENT_READ, self._svmgr_readable)
+        self.sel.register(parent, selectors.EVENT_READ, self._svmgr_io)
         log(f"svmgr started (pid {pid}){_since_exec()}")
         if self.orphans:
             self._send_orphans(list(self.orphans))
 
-    def _svmgr_readable(self) -> None:
+    def _svmgr_io(self) -> None:
         mgr = self.svmgr
-        if mgr is None:
+        if mgr is None or mgr.sock.fileno() < 0:
             return
-        try:
-            data = mgr.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
+        if mgr.outbox:
+            self._flush_outbox(mgr)
+        alive = link.receive(
+            mgr.sock,
+            lambda payload: self.guard("svmgr-message", self._svmgr_message, payload),
+            lambda problem: error(f"ignoring bad data from svmgr: {problem}"),
+        )
+        if not alive:
             self._close_link()
-            return
-        payloads = mgr.decoder.feed(data)
-        for err in mgr.decoder.errors:
-            error(f"ignoring bad data from svmgr: {err}")
-        mgr.decoder.errors.clear()
-        for payload in payloads:
-            self.guard("svmgr-message", self._svmgr_message, payload)
 
     def _svmgr_message(self, payload: dict) -> None:
         mgr = self.svmgr
@@ -328,16 +318,47 @@ class Init:
             error(f"ignoring unknown message {kind!r} from svmgr")
 
     def send(self, kind: str, body: dict) -> None:
+        """Queue a message to svmgr: sent whole, now or once the link is
+        writable; dropped (counted) when svmgr has not read 1 MiB of them —
+        a stuck svmgr is the heartbeat check's business, not ours."""
         mgr = self.svmgr
         if mgr is None or mgr.sock.fileno() < 0:
             return
         try:
-            mgr.sock.send(encode_frame({"id": 0, "kind": "event", "type": kind, "body": body}))
-        except (BlockingIOError, FrameError) as exc:
-            # A stuck svmgr is the heartbeat check's business, not ours.
+            frame = encode_frame({"id": 0, "kind": "event", "type": kind, "body": body})
+        except FrameError as exc:
             error(f"cannot send {kind} to svmgr: {exc}")
-        except OSError:
-            pass
+            return
+        dropped = mgr.outbox.dropped
+        try:
+            mgr.outbox.send(mgr.sock, frame)
+        except OSError as exc:
+            error(f"cannot send {kind} to svmgr: {exc.strerror or exc}")
+            return
+        if mgr.outbox.dropped and not dropped:
+            error(f"svmgr does not read its link; dropping messages to it ({kind} first)")
+        self._want_write(mgr, bool(mgr.outbox))
+
+    def _flush_outbox(self, mgr: Svmgr) -> None:
+        try:
+            empty = mgr.outbox.flush(mgr.sock)
+        except OSError as exc:
+            error(f"cannot send to svmgr: {exc.strerror or exc}")
+            empty = True
+        if empty and mgr.outbox.dropped:
+            log(f"svmgr reads its link again; {mgr.outbox.dropped} messages to it were dropped")
+            mgr.outbox.dropped = 0
+        self._want_write(mgr, not empty)
+
+    def _want_write(self, mgr: Svmgr, on: bool) -> None:
+        if on == mgr.writing:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
+        try:
+            self.sel.modify(mgr.sock, events, self._svmgr_io)
+            mgr.writing = on
+        except (KeyError, ValueError, OSError) as exc:
+            error(f"cannot watch the svmgr link: {exc}")
 
     def _close_link(self) -> None:
         mgr = self.svmgr
@@ -406,7 +427,7 @@ class Init:
             self.shell_pid = os.posix_spawn(
                 argv[0], argv, env, file_actions=actions, setsid=True, setsigdef=RESET_IN_CHILD, setsigmask=()
             )
-            os.write(fd, f"\ndynamod-init: emergency shell ({reason}); exit it to retry\n".encode())
+            write_nonblocking(console, f"\ndynamod-init: emergency shell ({reason}); exit it to retry\n")
         except OSError as exc:
             error(f"cannot start emergency shell {argv[0]}: {exc.strerror or exc}")
             self.shell_pid = None

@@ -2,6 +2,9 @@
 the global deadline passed): TERM everything, KILL what is left, save the
 random seed, sync, unmount in reverse order, remount / read-only, reboot(2).
 In container mode everything after the kills is skipped and init exits.
+
+sync(2) can hang for ever (a dead disk, an unreachable NFS server): it runs
+in a child that PID 1 waits for only so long (:func:`bounded_sync`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,56 @@ if TYPE_CHECKING:
 # Used when /proc/mounts cannot be read (already unmounted, or broken).
 FALLBACK_MOUNTS = ["/proc", "/sys", "/dev", "/run", "/dev/pts", "/dev/shm", "/sys/fs/cgroup", "/tmp", "/home", "/var"]
 CONTAINER_EXIT = {"poweroff": 0, "halt": 0, "reboot": 133}
+SYNC_TIMEOUT = 30.0
+
+
+def _sync_timeout() -> float:
+    try:
+        return float(os.environ.get("DYNAMOD_SYNC_TIMEOUT", SYNC_TIMEOUT))
+    except ValueError:
+        return SYNC_TIMEOUT
+
+
+def bounded_sync(timeout: float, on_exit: Callable[[tuple[int, int]], Any]) -> bool:
+    """sync(2) in a child process, waited for at most ``timeout`` seconds;
+    True when it finished. ``DYNAMOD_SYNC_COMMAND`` (a test hook) runs that
+    command instead of sync(2)."""
+    command = os.environ.get("DYNAMOD_SYNC_COMMAND")
+    try:
+        if command:
+            import shlex
+
+            argv = shlex.split(command)
+            pid = os.posix_spawn(argv[0], argv, dict(os.environ), setsigdef=(signal.SIGPIPE,))
+        else:
+            pid = os.fork()
+            if pid == 0:  # the child: nothing but the sync, then out
+                try:
+                    os.sync()
+                finally:
+                    os._exit(0)
+    except (OSError, ValueError, IndexError) as exc:
+        error(f"cannot run sync in a child ({exc}); skipping it")
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        except InterruptedError:
+            continue
+        if done:
+            on_exit((done, status))
+            return True
+        if time.monotonic() >= deadline:
+            error(f"sync did not finish within {timeout:g}s; going on without it")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            return False
+        time.sleep(0.02)
 
 
 def kill_all(sig: int) -> None:
@@ -92,14 +145,18 @@ def run(kind: str, *, container: bool, timing: Any, log_reaped: Callable[[tuple[
         if not reap_until_empty(timing.kill_wait, log_reaped):
             error("some processes survived SIGKILL (uninterruptible?)")
     if container:
+        if os.environ.get("DYNAMOD_SYNC_COMMAND"):
+            bounded_sync(_sync_timeout(), log_reaped)  # the test hook's path
         log(f"container shutdown complete ({kind})")
         return CONTAINER_EXIT.get(kind, 0)
     from dynamod.init.sysinit import save_random_seed
 
     save_random_seed()
-    os.sync()
+    synced = bounded_sync(_sync_timeout(), log_reaped)
     unmount_all()
-    os.sync()
+    # Once more after the read-only remount; not again if it hung before.
+    if synced:
+        bounded_sync(_sync_timeout(), log_reaped)
     log(f"{kind} now")
     try:
         syscalls.reboot(syscalls.REBOOT_COMMANDS.get(kind, syscalls.RB_POWER_OFF))

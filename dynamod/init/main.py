@@ -83,11 +83,13 @@ def boot(args: Options) -> int:
 def emergency_shell_blocking(reason: str) -> None:
     """Before the main loop exists: run a shell on the console and wait."""
     from dynamod.init.core import RESET_IN_CHILD, _shell_argv
+    from dynamod.init.log import write_nonblocking
 
     argv = _shell_argv()
+    console = os.environ.get("DYNAMOD_CONSOLE", "/dev/console")
     try:
-        fd = os.open(os.environ.get("DYNAMOD_CONSOLE", "/dev/console"), os.O_RDWR | os.O_NOCTTY)
-        os.write(fd, f"\ndynamod-init: {reason}\ndynamod-init: emergency shell; exit it to retry\n".encode())
+        fd = os.open(console, os.O_RDWR | os.O_NOCTTY)
+        write_nonblocking(console, f"\ndynamod-init: {reason}\ndynamod-init: emergency shell; exit it to retry\n")
         pid = os.posix_spawn(argv[0], argv, dict(os.environ), setsid=True, setsigdef=RESET_IN_CHILD,
                              file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n in (0, 1, 2)])
         os.close(fd)

@@ -19,6 +19,7 @@ from dynamod.ipc.client import (
     default_socket_path,
     parse_server_message,
     raise_for_error,
+    socket_candidates,
 )
 from dynamod.ipc.framing import FrameDecoder, FrameError, encode_frame
 from dynamod.ipc.schema import PROTOCOL_VERSION, Message
@@ -58,6 +59,15 @@ class AsyncClient:
         """Connect to ``path`` (default: :func:`default_socket_path`).
         ``timeout`` bounds connecting and each request. Raises ConnectError."""
         path = path or default_socket_path()
+        *twin, path = socket_candidates(path)
+        if twin:  # the trusted twin first (see socket_candidates)
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(twin[0], limit=_RECV_SIZE), timeout
+                )
+                return cls(twin[0], reader, writer, timeout)
+            except (OSError, TimeoutError):
+                pass
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(path, limit=_RECV_SIZE), timeout

@@ -11,6 +11,7 @@ import errno as _errno
 import itertools
 import os
 import socket
+import time
 from collections import deque
 
 from dynamod.ipc.framing import FrameDecoder, FrameError, encode_frame
@@ -27,6 +28,49 @@ _RECV_SIZE = 256 * 1024
 def default_socket_path() -> str:
     """``$DYNAMOD_SOCKET`` if set and non-empty, else /run/dynamod/control.sock."""
     return os.environ.get("DYNAMOD_SOCKET") or DEFAULT_SOCKET
+
+
+def trusted_socket_path(path: str) -> str:
+    """The twin of control socket ``path`` that only root and the server's
+    own user can connect to (``control.sock`` -> ``control.root.sock``):
+    other users' connections, however many, never queue in front of theirs
+    (docs/protocol.md, "Client limits")."""
+    return path[: -len(".sock")] + ".root.sock" if path.endswith(".sock") else path + ".root"
+
+
+def socket_candidates(path: str) -> list[str]:
+    """Where a client connects, in order: the trusted twin first when it
+    exists and this process may use it (root, or the user owning it)."""
+    twin = trusted_socket_path(path)
+    try:
+        owner = os.stat(twin).st_uid
+    except OSError:
+        return [path]
+    euid = os.geteuid()
+    return [twin, path] if euid in (0, owner) else [path]
+
+
+def connect_unix(path: str, timeout: float | None) -> socket.socket:
+    """Connect, waiting (up to ``timeout``) while the server's listen queue
+    is full: on AF_UNIX a connect with a timeout fails with EAGAIN at once
+    instead of waiting for room."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 0.002
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise TimeoutError(_errno.ETIMEDOUT, "the server's listen queue stayed full") from None
+        except BaseException:
+            sock.close()
+            raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class ConnectError(OSError):
@@ -91,16 +135,22 @@ class Client:
         self._decoder = FrameDecoder()
         self._events: deque[Message] = deque()
         self._pending: deque[dict] = deque()  # decoded payloads not yet looked at
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(self.path)
-        except OSError as exc:
-            sock.close()
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            if isinstance(exc, TimeoutError):
-                reason = f"timed out after {timeout}s"
-            raise ConnectError(self.path, reason, exc.errno) from exc
+        *twin, public = socket_candidates(self.path)
+        sock = None
+        if twin:
+            try:
+                sock = connect_unix(twin[0], timeout)
+                self.path = twin[0]
+            except OSError:
+                sock = None  # an old server without it, or not ours: the public one
+        if sock is None:
+            try:
+                sock = connect_unix(public, timeout)
+            except OSError as exc:
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError):
+                    reason = f"timed out after {timeout}s"
+                raise ConnectError(self.path, reason, exc.errno) from exc
         self._sock: socket.socket | None = sock
 
     # -- public API -----------------------------------------------------------

@@ -50,7 +50,39 @@ def decode_payload(data: bytes) -> dict:
         # StackError, UnicodeDecodeError...): all mean "not a payload".
         raise FrameError(f"undecodable payload: {exc.__class__.__name__}: {exc}") from exc
     _check_map(obj)
+    # msgpack decodes its timestamp extension (type -1) itself, without
+    # asking ext_hook; its type byte is 0xff, so only a payload holding
+    # one needs the walk.
+    if b"\xff" in data:
+        _reject_timestamps(obj)
     return obj
+
+
+def decode_frame(data: bytes) -> dict:
+    """Decode one message that must be exactly one frame (a SOCK_SEQPACKET
+    datagram: the init <-> svmgr link). Raises FrameError."""
+    if len(data) < HEADER_SIZE:
+        raise FrameError(f"message of {len(data)} bytes is shorter than a frame header")
+    magic, length = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise FrameError(f"bad magic {magic!r}")
+    if length > MAX_PAYLOAD:
+        raise FrameError(f"frame length {length} exceeds the maximum of {MAX_PAYLOAD}")
+    if length != len(data) - HEADER_SIZE:
+        raise FrameError(f"frame length {length} but {len(data) - HEADER_SIZE} payload bytes in the message")
+    return decode_payload(data[HEADER_SIZE:])
+
+
+def _reject_timestamps(obj: object) -> None:
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, msgpack.Timestamp):
+            raise FrameError("MessagePack extension type -1 (timestamp) is not allowed")
 
 
 def _reject_ext(code: int, data: bytes) -> object:
@@ -86,19 +118,21 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete frame held back; non-zero at EOF means the
-        peer sent a truncated frame."""
+        """Bytes held back: an incomplete frame (non-zero at EOF means the
+        peer sent a truncated frame), and frames a ``limit`` left undecoded."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[dict]:
-        """Append ``data`` and return every payload it completes, in order."""
+    def feed(self, data: bytes, limit: int | None = None) -> list[dict]:
+        """Append ``data`` and return every payload it completes, in order;
+        with ``limit``, at most that many, the rest staying buffered (undecoded)
+        for a later ``feed(b"")``."""
         if self._error is not None:
             raise self._error
         buf = self._buf
         buf += data
         out: list[dict] = []
         pos = 0
-        while True:
+        while limit is None or len(out) < limit:
             try:
                 pos, done = self._next(buf, pos, out)
             except FrameError as exc:

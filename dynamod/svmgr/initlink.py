@@ -5,6 +5,10 @@ three), asks init for the final shutdown once its services are stopped
 (RequestShutdown), and reports a failed root supervisor (Emergency). Init
 sends ShutdownSignal when it received a shutdown signal, and Orphans: exit
 statuses of processes that were reparented to it.
+
+The link is a SOCK_SEQPACKET socketpair (:mod:`dynamod.ipc.link`): whole
+messages or nothing. A stream socket is still understood (a dynamod-init
+started before an upgrade keeps running its old code until the next boot).
 """
 
 from __future__ import annotations
@@ -16,16 +20,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from dynamod.ipc import link
 from dynamod.ipc.framing import FrameDecoder, FrameError, encode_frame
-
-SIGNAL_KINDS = {
-    signal.SIGTERM: "poweroff",
-    signal.SIGINT: "reboot",
-    signal.SIGUSR1: "reboot",
-    signal.SIGRTMIN + 3: "halt",
-    signal.SIGRTMIN + 4: "poweroff",
-    signal.SIGRTMIN + 5: "reboot",
-}
+from dynamod.signals import SHUTDOWN_SIGNALS
 
 
 class InitLink:
@@ -42,7 +39,10 @@ class InitLink:
         os.set_inheritable(fd, False)
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
-        self.decoder = FrameDecoder(resync=True)
+        self.datagrams = self.sock.type == link.LINK_TYPE
+        self.decoder = FrameDecoder(resync=True)  # for a stream link
+        self.outbox = link.Outbox()
+        self._writing = False
         self.on_shutdown = on_shutdown
         self.on_orphans = on_orphans
         self.log = log
@@ -80,12 +80,56 @@ class InitLink:
         self._timer = self.loop.call_later(self.interval, self._heartbeat)
 
     def send(self, kind: str, body: dict[str, Any]) -> None:
+        """Send whole, now or once the link is writable (at most 1 MiB
+        waits; beyond, messages are dropped and counted)."""
         try:
-            self.sock.send(encode_frame({"id": self.seq, "kind": "event", "type": kind, "body": body}))
+            frame = encode_frame({"id": self.seq, "kind": "event", "type": kind, "body": body})
+            if not self.datagrams:
+                self.sock.send(frame)
+                return
+            dropped = self.outbox.dropped
+            self.outbox.send(self.sock, frame)
         except (BlockingIOError, FrameError, OSError) as exc:
             self.log(f"cannot send {kind} to init: {exc}")
+            return
+        if self.outbox.dropped and not dropped:
+            self.log(f"init does not read the link; dropping messages to it ({kind} first)")
+        self._want_write()
+
+    def _writable(self) -> None:
+        try:
+            empty = self.outbox.flush(self.sock)
+        except OSError as exc:
+            self.log(f"cannot send to init: {exc}")
+            empty = True
+        if empty and self.outbox.dropped:
+            self.log(f"init reads the link again; {self.outbox.dropped} messages to it were dropped")
+            self.outbox.dropped = 0
+        self._want_write()
+
+    def _want_write(self) -> None:
+        on = bool(self.outbox)
+        if on == self._writing or self.loop is None or self.sock.fileno() < 0:
+            return
+        if on:
+            self.loop.add_writer(self.sock.fileno(), self._writable)
+        else:
+            self.loop.remove_writer(self.sock.fileno())
+        self._writing = on
+
+    def _message_guarded(self, payload: dict[str, Any]) -> None:
+        try:
+            self._message(payload)
+        except Exception as exc:
+            self.log(f"bad message from init: {type(exc).__name__}: {exc}")
 
     def _readable(self) -> None:
+        if self.datagrams:
+            if not link.receive(self.sock, self._message_guarded,
+                                lambda problem: self.log(f"bad data from init: {problem}")):
+                self.log("init closed the link")
+                self.close()
+            return
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -97,10 +141,7 @@ class InitLink:
             self.close()
             return
         for payload in self.decoder.feed(data):
-            try:
-                self._message(payload)
-            except Exception as exc:
-                self.log(f"bad message from init: {type(exc).__name__}: {exc}")
+            self._message_guarded(payload)
         for err in self.decoder.errors:
             self.log(f"bad data from init: {err}")
         self.decoder.errors.clear()
@@ -111,7 +152,7 @@ class InitLink:
             return
         if kind == "ShutdownSignal":
             sig = int(body.get("signal", signal.SIGTERM))
-            self.on_shutdown(SIGNAL_KINDS.get(sig, "poweroff"))
+            self.on_shutdown(SHUTDOWN_SIGNALS.get(sig, "poweroff"))
         elif kind == "Orphans":
             self.on_orphans([(int(p), int(s)) for p, s in body.get("exits", [])])
         else:
@@ -122,4 +163,7 @@ class InitLink:
             self._timer.cancel()
         if self.loop is not None and self.sock.fileno() >= 0:
             self.loop.remove_reader(self.sock.fileno())
+            if self._writing:
+                self.loop.remove_writer(self.sock.fileno())
+                self._writing = False
         self.sock.close()

@@ -43,6 +43,24 @@ def log(message: str) -> None:
     print(f"{stamp} dynamod-svmgr: {message}", file=sys.stderr, flush=True)
 
 
+def raise_fd_limit() -> None:
+    """RLIMIT_NOFILE's soft limit up to the hard one: every service and
+    every client costs descriptors, and the kernel's default soft limit
+    (1024) is far below what a manager needs (services inherit it too)."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            # setrlimit refuses a soft limit above fs.nr_open.
+            with open("/proc/sys/fs/nr_open") as f:
+                hard = int(f.read())
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    except (OSError, ValueError) as exc:
+        log(f"warning: cannot raise the file descriptor limit: {exc}")
+
+
 def set_subreaper() -> bool:
     """Daemons that double-fork stay our descendants, so we can reap them."""
     try:
@@ -102,6 +120,7 @@ class Daemon:
 
         loop = asyncio.get_running_loop()
         self.done = asyncio.Event()
+        raise_fd_limit()
         if not set_subreaper():
             log("warning: could not become a child subreaper; forking daemons may escape")
         self.plugins = make_plugin_host(load_entrypoints=not self.args.no_plugins)
