@@ -1,26 +1,56 @@
 """Per-service output capture: the last lines each service printed.
 
 Each service's stdout and stderr share one pipe; the manager reads it without
-blocking and keeps a bounded ring of ``(time, line)``. dynamod-logd takes over
-persistent storage in its own issue; this ring answers ``dynamodctl logs``.
+blocking and keeps a bounded ring of ``(time, line)``. It answers
+``dynamodctl logs`` when dynamod-logd is not running.
+
+Everything here is bounded whatever a service writes (issue 13): a line
+longer than :data:`MAX_LINE` bytes is cut into pieces of that size (the
+bound dynamod-logd uses too), and the ring holds at most
+:data:`RING_LINES` lines and :data:`RING_BYTES` bytes of text per service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections import deque
 
-MAX_LINE = 4096
+MAX_LINE = 48 * 1024
+RING_LINES = 1000
+RING_BYTES = 256 * 1024
+READ_CHUNK = 65536
+
+
+def split_long(line: bytes, limit: int = MAX_LINE) -> list[bytes]:
+    """``line`` in pieces of at most ``limit`` bytes, cut before a UTF-8
+    continuation byte where one is near, so that a character is not split."""
+    pieces: list[bytes] = []
+    while len(line) > limit:
+        cut = limit
+        while cut > limit - 3 and line[cut] & 0xC0 == 0x80:
+            cut -= 1
+        if line[cut] & 0xC0 == 0x80:
+            cut = limit  # not UTF-8 anyway
+        pieces.append(line[:cut])
+        line = line[cut:]
+    pieces.append(line)
+    return pieces
 
 
 class LogBuffer:
-    def __init__(self, maxlen: int = 1000) -> None:
-        self.lines: deque[tuple[float, str]] = deque(maxlen=maxlen)
+    def __init__(self, maxlen: int = RING_LINES, max_bytes: int = RING_BYTES) -> None:
+        self.lines: deque[tuple[float, str]] = deque()
+        self.maxlen, self.max_bytes = maxlen, max_bytes
+        self.size = 0
 
     def append(self, text: str) -> None:
         self.lines.append((time.time(), text))
+        self.size += sys.getsizeof(text)
+        while len(self.lines) > self.maxlen or (self.size > self.max_bytes and len(self.lines) > 1):
+            self.size -= sys.getsizeof(self.lines.popleft()[1])
 
     def tail(self, n: int | None = None) -> list[tuple[float, str]]:
         if n is None or n >= len(self.lines):
@@ -39,7 +69,7 @@ class PipeReader:
 
     def _readable(self) -> None:
         try:
-            data = os.read(self.fd, 65536)
+            data = os.read(self.fd, READ_CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -47,14 +77,17 @@ class PipeReader:
         if not data:
             self.close()
             return
-        data = self.partial + data
+        if self.partial:
+            data = self.partial + data
         *lines, self.partial = data.split(b"\n")
-        # A writer that never prints a newline must not grow us unbounded.
+        # A writer that never prints a newline must not grow us: what is
+        # beyond one line's bound goes out now, in pieces of that bound.
         if len(self.partial) > MAX_LINE:
-            lines.append(self.partial)
-            self.partial = b""
+            *full, self.partial = split_long(self.partial)
+            lines.extend(full)
         for line in lines:
-            self.buf.append(line.decode("utf-8", "replace").rstrip("\r"))
+            for piece in split_long(line) if len(line) > MAX_LINE else (line,):
+                self.buf.append(piece.decode("utf-8", "replace").rstrip("\r"))
 
     def close(self) -> None:
         if self.fd < 0:
