@@ -57,6 +57,7 @@ def strategy_for(spec: object) -> st.SearchStrategy:
         int: INT64,
         float: st.floats(allow_nan=False),
         str: st.text(max_size=16),
+        bytes: st.binary(max_size=16),
         bool: st.booleans(),
         type(None): st.none(),
         dict: st.dictionaries(st.text(max_size=8), any_value, max_size=4),
@@ -281,15 +282,16 @@ def test_catalogue() -> None:
         "Hello", "StartService", "StopService", "RestartService", "ServiceStatus",
         "ListServices", "TreeStatus", "Reload", "Shutdown", "GetServiceByPid",
         "GetLogs", "Subscribe", "TryRestartService", "ReloadOrRestartService", "ListJobs",
-        "CancelJob",
+        "CancelJob", "QueryLogs",
     }  # fmt: skip
     assert set(message_types("response")) == {
         "Hello", "Ack", "Error", "ServiceInfo", "ServiceList", "Tree", "ReloadResult",
-        "ServiceByPid", "Logs", "JobList",
+        "ServiceByPid", "Logs", "JobList", "LogRecords",
     }  # fmt: skip
     assert set(message_types("event")) == {
         "Heartbeat", "HeartbeatAck", "RequestShutdown", "ShutdownSignal", "LogToKmsg",
         "Orphans", "Emergency", "ServiceStateChanged", "JobNew", "JobRemoved",
+        "StreamAttach", "StreamClosed", "TakeStreams", "Streams", "LogRecord", "Stored",
     }  # fmt: skip
     assert requests >= READ_ONLY_REQUESTS
     assert {"StartService", "StopService", "RestartService", "Reload", "Shutdown",

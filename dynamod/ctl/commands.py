@@ -177,6 +177,21 @@ def tree(socket: str | None, as_json: bool) -> int:
 
 def logs(socket: str | None, name: str, lines: int, follow: bool) -> int:
     style = _style()
+    from dynamod.ctl import logs as logd
+
+    def check_name() -> None:
+        try:
+            with connect(socket) as c:
+                c.request("ServiceStatus", "ServiceInfo", {"name": name})
+        except CtlError as exc:
+            if exc.code == UNKNOWN_SERVICE:
+                raise
+
+    conn = logd.connect(socket_path(socket))
+    if conn is not None:
+        with conn:
+            return logd.show(conn, name, lines, follow, style, check_name)
+    # No dynamod-logd: the lines svmgr keeps in memory.
     with connect(socket) as conn:
         batch = _log_batch(conn, name, lines)
         for line in render.log_lines(batch, style):

@@ -17,42 +17,32 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 
-MAX_LINE = 48 * 1024
+from dynamod.logd.record import MAX_LINE, split_long
+
 RING_LINES = 1000
 RING_BYTES = 256 * 1024
 READ_CHUNK = 65536
 
 
-def split_long(line: bytes, limit: int = MAX_LINE) -> list[bytes]:
-    """``line`` in pieces of at most ``limit`` bytes, cut before a UTF-8
-    continuation byte where one is near, so that a character is not split."""
-    pieces: list[bytes] = []
-    while len(line) > limit:
-        cut = limit
-        while cut > limit - 3 and line[cut] & 0xC0 == 0x80:
-            cut -= 1
-        if line[cut] & 0xC0 == 0x80:
-            cut = limit  # not UTF-8 anyway
-        pieces.append(line[:cut])
-        line = line[cut:]
-    pieces.append(line)
-    return pieces
-
-
 class LogBuffer:
     def __init__(self, maxlen: int = RING_LINES, max_bytes: int = RING_BYTES) -> None:
-        self.lines: deque[tuple[float, str]] = deque()
+        self.lines: deque[tuple[float, str, str]] = deque()
         self.maxlen, self.max_bytes = maxlen, max_bytes
         self.size = 0
 
-    def append(self, text: str) -> None:
-        self.lines.append((time.time(), text))
+    def append(self, text: str, stream: str = "stdout") -> None:
+        self.lines.append((time.time(), text, stream))
         self.size += sys.getsizeof(text)
         while len(self.lines) > self.maxlen or (self.size > self.max_bytes and len(self.lines) > 1):
             self.size -= sys.getsizeof(self.lines.popleft()[1])
 
     def tail(self, n: int | None = None) -> list[tuple[float, str]]:
+        return [(t, x) for t, x, _s in self.entries(n)]
+
+    def entries(self, n: int | None = None) -> list[tuple[float, str, str]]:
+        """The newest ``n`` lines (all when None) as ``(time, text, stream)``."""
         if n is None or n >= len(self.lines):
             return list(self.lines)
         return list(self.lines)[-n:] if n > 0 else []
@@ -61,8 +51,12 @@ class LogBuffer:
 class PipeReader:
     """Feeds lines from a non-blocking pipe into a LogBuffer until EOF."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, buf: LogBuffer) -> None:
-        self.loop, self.fd, self.buf = loop, fd, buf
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, buf: LogBuffer,
+                 on_eof: Callable[[], object] | None = None, stream: str = "stdout",
+                 on_line: Callable[[bytes], object] | None = None) -> None:
+        self.loop, self.fd, self.buf, self.on_eof, self.stream = loop, fd, buf, on_eof, stream
+        self.on_line = on_line  # sees every line (dynamod.svmgr.logdlink's early buffer)
+        self.paused = False
         self.partial = b""
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._readable)
@@ -87,14 +81,38 @@ class PipeReader:
             lines.extend(full)
         for line in lines:
             for piece in split_long(line) if len(line) > MAX_LINE else (line,):
-                self.buf.append(piece.decode("utf-8", "replace").rstrip("\r"))
+                self.buf.append(piece.decode("utf-8", "replace").rstrip("\r"), self.stream)
+                if self.on_line is not None:
+                    self.on_line(piece)
 
-    def close(self) -> None:
+    def pause(self, paused: bool) -> None:
+        """Stop (or go on) reading: what is written meanwhile waits in the pipe."""
+        if self.fd < 0 or paused == self.paused:
+            return
+        self.paused = paused
+        if paused:
+            self.loop.remove_reader(self.fd)
+        else:
+            self.loop.add_reader(self.fd, self._readable)
+
+    def detach(self) -> None:
+        """Stop reading and keep the pipe open (dynamod-logd reads it now)."""
         if self.fd < 0:
             return
         if self.partial:
-            self.buf.append(self.partial.decode("utf-8", "replace"))
+            self.buf.append(self.partial.decode("utf-8", "replace"), self.stream)
+            if self.on_line is not None:
+                self.on_line(self.partial)
             self.partial = b""
-        self.loop.remove_reader(self.fd)
-        os.close(self.fd)
+        if not self.paused:
+            self.loop.remove_reader(self.fd)
         self.fd = -1
+
+    def close(self) -> None:
+        fd = self.fd
+        if fd < 0:
+            return
+        self.detach()
+        os.close(fd)
+        if self.on_eof is not None:
+            self.on_eof()
