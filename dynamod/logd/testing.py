@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dynamod.ipc.client import Client
+from dynamod.ipc.client import Client, ProtocolError
 from dynamod.testing import ConfigTree, wait_until
 
 
@@ -63,7 +63,7 @@ def wait_logd(runtime: Path, timeout: float = 15.0) -> None:
         try:
             query(runtime, lines=0)
             return True
-        except OSError:
+        except (OSError, ProtocolError):
             return False
 
     wait_until(up, "dynamod-logd answering", timeout)

@@ -77,6 +77,7 @@ class LogdLink:
         self.numbered = 0
         self.unacked: deque[tuple[int, bytes]] = deque()
         self.unacked_dropped = 0
+        self.taken = 0  # pipes got back from logd (TakeStreams) so far
         self.early: deque[dict[str, Any]] = deque()  # LogRecord bodies, oldest first
         self.early_size = 0
         self.early_dropped = 0
@@ -259,9 +260,13 @@ class LogdLink:
                     if isinstance(sid, str) and sid not in self.held:
                         self.held[sid] = Held(str(meta.get("service")), meta.get("pid"),
                                               str(meta.get("stream")), fd)
+                        self.taken += 1
                     else:
                         os.close(fd)
                 fds = fds[len(msg.body["streams"]):]
+                if msg.body["last"]:
+                    self.m.log(f"dynamod-logd holds {self.taken} service pipes for this svmgr")
+                    self.taken = 0
         for fd in fds:
             os.close(fd)
 
