@@ -23,7 +23,7 @@ from dynamod.logd.record import INFO, MAX_LINE, Record
 MAX_DATAGRAM = 64 * 1024
 _CRED = struct.Struct("3i")
 _BSD_TIME = re.compile(rb"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d ")
-_TAG = re.compile(rb"^([^\s:\[]{1,64})(?:\[(\d+)\])?:? ?")
+_TAG = re.compile(rb"^([^\s:\[]{1,64})(?:\[(\d+)\])?: ?")
 
 
 def parse(data: bytes) -> tuple[int, int, bytes, int | None, bytes]:
