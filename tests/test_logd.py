@@ -146,3 +146,22 @@ def test_dynamodctl_logs_reads_logd_follows_it_and_names_an_unknown_service(tree
     assert nums == list(range(nums[0], nums[0] + 5))  # each once, in order
     bad = _ctl(m, "logs", "no-such-thing")
     assert bad.returncode == 4 and "no-such-thing" in bad.stderr
+
+
+def test_a_full_disk_keeps_logd_answering_from_its_ring_and_says_what_it_could_not_store(
+        tree, svmgr, tmp_path: Path) -> None:
+    # The storage directory is a 64 KiB tmpfs in logd's own mount namespace.
+    store = tmp_path / "log"
+    store.mkdir()
+    wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               f"mount -t tmpfs -o size=64k tmpfs {store} && exec \\\"$0\\\" \\\"$@\\\""]
+    tree.simple("filler", NUMBERS.format(n=20000, pause=""))
+    m, rt, _store = _up(tree, svmgr, tmp_path, wrapper=wrapper,
+                        config='max-file-size = "16K"\nkeep-free = 0\n[ring]\nrecords = 50000')
+    m.wait_for(lambda: b"n19999" in messages(rt, "filler")[-1:], what="the last line", timeout=60)
+    assert messages(rt, "filler") == [f"n{i}".encode() for i in range(20000)]
+    assert query(rt, lines=0)["unstored"] > 0
+    out = _ctl(m, "logs", "filler", "-n", "1")
+    assert out.returncode == 0 and out.stdout.endswith(" n19999\n")
+    assert "could not store" in out.stderr
+    assert not list(store.iterdir())  # the tmpfs was logd's alone

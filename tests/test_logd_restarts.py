@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from dynamod.ipc.client import ProtocolError
-from dynamod.logd.testing import add_logd, messages, query
+from dynamod.logd.testing import add_logd, answers, messages, query
 from dynamod.testing import ConfigTree, InitContainer, wait_until
 
 FAST = {
@@ -33,11 +33,7 @@ def test_every_line_survives_ten_kills_of_logd_and_ten_of_svmgr(tmp_path: Path) 
         rt = Path(f"/proc/{c.pid}/root/run/dynamod")
 
         def logd_answers() -> bool:
-            try:
-                query(rt, lines=0)
-                return True
-            except (OSError, ProtocolError):
-                return False
+            return answers(rt)
 
         def counted() -> int:
             """The last number stored, -1 while logd does not answer."""

@@ -58,12 +58,14 @@ def messages(runtime: Path, name: str) -> list[bytes]:
     return [r["message"] for r in all_records(runtime, [name]) if r["service"] == name]
 
 
-def wait_logd(runtime: Path, timeout: float = 15.0) -> None:
-    def up() -> bool:
-        try:
-            query(runtime, lines=0)
-            return True
-        except (OSError, ProtocolError):
-            return False
+def answers(runtime: Path) -> bool:
+    """Whether logd answers a query now."""
+    try:
+        query(runtime, lines=0)
+        return True
+    except (OSError, ProtocolError):
+        return False
 
-    wait_until(up, "dynamod-logd answering", timeout)
+
+def wait_logd(runtime: Path, timeout: float = 15.0) -> None:
+    wait_until(lambda: answers(runtime), "dynamod-logd answering", timeout)
