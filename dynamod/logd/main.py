@@ -96,7 +96,8 @@ class Logd:
             await asyncio.sleep(SYNC_INTERVAL)
             if self.dirty:
                 self.dirty = False
-                self.store.sync()
+                # In a thread: an fsync on a busy disk must not stop the reading.
+                await asyncio.to_thread(self.store.sync)
 
 
 def main(argv: list[str] | None = None) -> None:

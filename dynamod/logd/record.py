@@ -19,6 +19,7 @@ MAGIC = b"DR"
 HEADER = struct.Struct("<2sII")
 MAX_RECORD = 1024 * 1024  # a frame longer than this is corrupt
 MAX_LINE = 48 * 1024  # a line longer than this is split (the same bound as svmgr's)
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 # Priorities of syslog(3).
 EMERG, ALERT, CRIT, ERR, WARNING, NOTICE, INFO, DEBUG = range(8)
@@ -51,9 +52,8 @@ class Record:
     size: int = field(default=0, compare=False)
 
     def encode(self) -> bytes:
-        payload = msgpack.packb([self.seq, self.realtime, self.monotonic, self.boot, self.service,
-                                 self.pid, self.stream, self.priority, self.message, self.extra,
-                                 self.cursor], use_bin_type=True)
+        payload = _pack([self.seq, self.realtime, self.monotonic, self.boot, self.service,
+                         self.pid, self.stream, self.priority, self.message, self.extra, self.cursor])
         return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
     def text(self) -> str:

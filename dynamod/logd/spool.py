@@ -43,10 +43,11 @@ class Spool:
         self.default_priority = ERR if stream == "stderr" else INFO
         self.segments: list[int] = []  # first offsets
         self.wfd = -1
+        self.rfd = -1  # reads the newest segment back
         self.end = 0  # offset after the last byte moved in
         self.parsed = 0  # offset after the last byte given to a record
         self.pending = b""  # a partial line, starting at ``parsed``
-        self.last_data = 0.0
+        self._now = (0, 0)
 
     # ---------------------------------------------------------------- setup
     def create(self, base: int = 0) -> None:
@@ -96,9 +97,10 @@ class Spool:
 
     def _new_segment(self, base: int) -> None:
         fd = os.open(self._path(base), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        if self.wfd >= 0:
-            os.close(self.wfd)
-        self.wfd = fd
+        for old in (self.wfd, self.rfd):
+            if old >= 0:
+                os.close(old)
+        self.wfd, self.rfd = fd, -1
         self.segments.append(base)
 
     def _path(self, base: int) -> str:
@@ -113,7 +115,6 @@ class Spool:
                       flags=getattr(os, "SPLICE_F_NONBLOCK", 2))
         if n:
             self.end += n
-            self.last_data = time.monotonic()
             self._parse()
         return n
 
@@ -122,18 +123,23 @@ class Spool:
         if start >= self.end:
             return
         data = self.pending + self._read(start, self.end)
-        base = self.parsed
+        *lines, rest = data.split(b"\n")
+        offset = self.parsed
         records: list[Record] = []
-        pos = 0
-        while (nl := data.find(b"\n", pos)) >= 0:
-            self._line(records, data[pos:nl], base + pos, base + nl + 1)
-            pos = nl + 1
-        rest, rest_base = data[pos:], base + pos
+        self._now = (time.time_ns() // 1000, time.monotonic_ns() // 1000)
+        default = self.default_priority
+        for line in lines:
+            end = offset + len(line) + 1
+            if len(line) <= MAX_LINE and line[:1] != b"<" and line[-1:] != b"\r":
+                records.append(self._record(default, line, end))  # the common case
+            else:
+                self._line(records, line, offset, end)
+            offset = end
         while len(rest) > MAX_LINE:
             piece = split_long(rest)[0]
-            self._line(records, piece, rest_base, rest_base + len(piece), partial=True)
-            rest, rest_base = rest[len(piece):], rest_base + len(piece)
-        self.pending, self.parsed = rest, rest_base
+            self._line(records, piece, offset, offset + len(piece), partial=True)
+            rest, offset = rest[len(piece):], offset + len(piece)
+        self.pending, self.parsed = rest, offset
         self.emit(records)
         self._trim()
 
@@ -150,12 +156,15 @@ class Spool:
             out.append(self._record(prio, piece, end if i == len(pieces) - 1 else offset))
 
     def _record(self, prio: int, text: bytes, cursor: int) -> Record:
-        return Record(time.time_ns() // 1000, time.monotonic_ns() // 1000, self.boot, self.service,
-                      self.pid, self.stream, prio, text, None, [self.id, cursor])
+        # One time for the lines of one read: they arrived together.
+        realtime, monotonic = self._now
+        return Record(realtime, monotonic, self.boot, self.service, self.pid, self.stream, prio, text,
+                      None, [self.id, cursor])
 
     def flush_partial(self) -> None:
         """A partial line after a quiet moment (or at EOF) is a record."""
         if self.pending:
+            self._now = (time.time_ns() // 1000, time.monotonic_ns() // 1000)
             prio, text = parse_priority(self.pending, self.default_priority)
             self.parsed += len(self.pending)
             self.pending = b""
@@ -167,6 +176,11 @@ class Spool:
             seg_end = self.segments[i + 1] if i + 1 < len(self.segments) else self.end
             lo, hi = max(start, base), min(end, seg_end)
             if lo >= hi:
+                continue
+            if i == len(self.segments) - 1:
+                if self.rfd < 0:
+                    self.rfd = os.open(self._path(base), os.O_RDONLY | os.O_CLOEXEC)
+                chunks.append(os.pread(self.rfd, hi - lo, lo - base))
                 continue
             with open(self._path(base), "rb") as f:
                 f.seek(lo - base)
@@ -184,7 +198,8 @@ class Spool:
         self.segments = self.segments[-1:]
 
     def remove(self) -> None:
-        if self.wfd >= 0:
-            os.close(self.wfd)
-            self.wfd = -1
+        for fd in (self.wfd, self.rfd):
+            if fd >= 0:
+                os.close(fd)
+        self.wfd = self.rfd = -1
         shutil.rmtree(self.dir, ignore_errors=True)
