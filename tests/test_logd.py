@@ -165,3 +165,13 @@ def test_a_full_disk_keeps_logd_answering_from_its_ring_and_says_what_it_could_n
     assert out.returncode == 0 and out.stdout.endswith(" n19999\n")
     assert "could not store" in out.stderr
     assert not list(store.iterdir())  # the tmpfs was logd's alone
+
+
+def test_status_shows_the_last_lines_from_logd(tree, svmgr, tmp_path: Path) -> None:
+    tree.simple("late", "sleep 1; echo written after logd came; exec sleep 60")
+    m, rt, _store = _up(tree, svmgr, tmp_path)
+    m.wait_for(lambda: b"written after logd came" in messages(rt, "late"), what="the line")
+    out = _ctl(m, "status", "late")
+    assert out.returncode == 0, out.stderr
+    assert "written after logd came" in out.stdout
+    assert "[dynamod] waiting-ready -> running" in out.stdout

@@ -46,6 +46,16 @@ def line(rec: dict) -> list:
     return [rec.get("time", 0.0), text]
 
 
+def recent(conn: Conn, name: str, lines: int) -> list[list] | None:
+    """The newest ``lines`` of ``name`` as ``[time, text]`` pairs (what
+    ``status`` shows); None when logd fails to answer."""
+    try:
+        body = conn.request("QueryLogs", "LogRecords", {"names": [name], "lines": lines})
+    except CtlError:
+        return None
+    return [line(r) for r in body.get("records") or []]
+
+
 def show(conn: Conn, name: str, lines: int, follow: bool, style: render.Style,
          check_name: Callable[[], object]) -> int:
     """Print the newest ``lines`` records of ``name`` (and, with ``follow``,
