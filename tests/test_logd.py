@@ -107,6 +107,10 @@ def test_a_partial_line_is_a_record_after_a_quiet_moment_and_long_lines_split(tr
     m.wait_for(lambda: len(messages(rt, "partial")) >= 4, what="four records")
     assert messages(rt, "partial") == [b"no newline", b"x" * MAX_LINE, b"x" * MAX_LINE,
                                        b"x" * (100000 - 2 * MAX_LINE)]
+    # Two 48 KiB lines do not fit in one reply: dynamodctl asks for older pages.
+    out = _ctl(m, "logs", "partial", "-n", "4")
+    assert [len(x.split(" ", 2)[2]) for x in out.stdout.splitlines()] == [
+        len("no newline"), MAX_LINE, MAX_LINE, 100000 - 2 * MAX_LINE]
 
 
 def test_storage_rotates_within_its_limits_and_a_restarted_logd_reads_the_old_files(tree, svmgr, tmp_path: Path) -> None:

@@ -62,10 +62,18 @@ def show(conn: Conn, name: str, lines: int, follow: bool, style: render.Style,
     every new one). ``check_name`` raises CtlError for a service svmgr does
     not know; it is called when logd has nothing for the name."""
     body = conn.request("QueryLogs", "LogRecords", {"names": [name], "lines": max(0, lines)})
-    if not body.get("records") and lines > 0:
+    records = body.get("records") or []
+    if not records and lines > 0:
         check_name()
     _warn_unstored(body)
-    for out in render.log_lines([line(r) for r in body.get("records") or []], style):
+    # A reply holds one frame's worth: older pages until there are `lines`.
+    while records and len(records) < lines:
+        older = conn.request("QueryLogs", "LogRecords", {"names": [name], "lines": lines - len(records),
+                                                         "before": records[0]["seq"]}).get("records")
+        if not older:
+            break
+        records = older + records
+    for out in render.log_lines([line(r) for r in records], style):
         sys.stdout.write(out + "\n")
     if not follow:
         return OK

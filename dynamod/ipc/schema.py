@@ -247,6 +247,7 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
         "request": {
             "names": (STR_LIST, False),
             "lines": (int, False),
+            "before": (int, False),
             "after": (int, False),
             "priority": (int, False),
             "since": (float, False),

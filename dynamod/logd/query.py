@@ -34,17 +34,17 @@ class Query:
         if b.get("after") is not None:
             records, last = self._after(b["after"], match)
         else:
-            records = self._tail(b.get("lines", DEFAULT_LINES), match)
+            records = self._tail(b.get("lines", DEFAULT_LINES), match, b.get("before"))
         return response(msg, "LogRecords", {"records": records, "last": last,
                                             "unstored": self.store.unstored})
 
-    def _tail(self, lines: int, match: Any) -> list[dict]:
+    def _tail(self, lines: int, match: Any, before: int | None) -> list[dict]:
         out: list[dict] = []
         size = 0
         if lines <= 0:
             return out
         for rec in self.store.backward():
-            if not match(rec):
+            if (before is not None and rec.seq >= before) or not match(rec):
                 continue
             m = rec.to_map()
             size += len(msgpack.packb(m)) + 2
