@@ -179,3 +179,15 @@ def test_status_shows_the_last_lines_from_logd(tree, svmgr, tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     assert "written after logd came" in out.stdout
     assert "[dynamod] waiting-ready -> running" in out.stdout
+
+
+def test_when_logd_never_comes_svmgr_reads_on_and_no_service_stays_blocked(tree, svmgr, tmp_path: Path) -> None:
+    # A dynamod-logd that never opens its socket: svmgr holds output back
+    # (256 KiB per pipe) for DYNAMOD_LOGD_WAIT, then reads on.
+    tree.simple("dynamod-logd", "exec sleep 600")
+    done = tmp_path / "done"
+    tree.simple("big", f"head -c 1000000 /dev/zero | tr '\\0' 'y' | fold -w 99; touch {done}; exec sleep 600")
+    m = svmgr(env={**os.environ, "DYNAMOD_LOGD_WAIT": "1"})
+    m.wait_for(done.exists, what="the writer got through its megabyte", timeout=30)
+    assert "dynamod-logd did not come within 1s" in m.log()
+    assert m.logs("big")[-1] == "y" * 99  # in svmgr's ring
