@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from dynamod.svmgr.spawn import Spawned
 
 RETRY = 0.2  # how often svmgr tries to reach logd while it is not connected
+RETRY_UNEXPECTED = 2.0  # ... when no dynamod-logd service is configured (one may run outside)
 MANAGER = "dynamod-svmgr"
 # Before logd first comes svmgr keeps what it reads, up to EARLY_PIPE bytes
 # per pipe (then it stops reading: the rest waits in the pipe); after
@@ -207,7 +208,7 @@ class LogdLink:
             sock.connect(self.path)
         except OSError:
             sock.close()
-            self._timer = self.loop.call_later(RETRY, self._try_connect)
+            self._timer = self.loop.call_later(RETRY if self.expected else RETRY_UNEXPECTED, self._try_connect)
             return
         sock.setblocking(False)
         self.sock = sock
@@ -236,7 +237,7 @@ class LogdLink:
                 os.close(fd)
         self.queue.clear()
         if self._timer is None:
-            self._timer = self.loop.call_later(RETRY, self._try_connect)
+            self._timer = self.loop.call_later(RETRY if self.expected else RETRY_UNEXPECTED, self._try_connect)
 
     def _readable(self) -> None:
         assert self.sock is not None
