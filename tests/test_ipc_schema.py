@@ -57,6 +57,7 @@ def strategy_for(spec: object) -> st.SearchStrategy:
         int: INT64,
         float: st.floats(allow_nan=False),
         str: st.text(max_size=16),
+        bytes: st.binary(max_size=16),
         bool: st.booleans(),
         type(None): st.none(),
         dict: st.dictionaries(st.text(max_size=8), any_value, max_size=4),
@@ -283,14 +284,17 @@ def test_catalogue() -> None:
         "GetLogs", "Subscribe", "TryRestartService", "ReloadOrRestartService", "ListJobs",
         "CancelJob", "EnableService", "DisableService", "MaskService", "UnmaskService",
         "ResetFailed", "KillService", "GetServiceFiles", "SetServiceOverride", "GetBootTimes",
+        "QueryLogs",
     }  # fmt: skip
     assert set(message_types("response")) == {
         "Hello", "Ack", "Error", "ServiceInfo", "ServiceList", "Tree", "ReloadResult",
         "ServiceByPid", "Logs", "JobList", "UnitFileChange", "ServiceFiles", "BootTimes",
+        "LogRecords",
     }  # fmt: skip
     assert set(message_types("event")) == {
         "Heartbeat", "HeartbeatAck", "RequestShutdown", "ShutdownSignal", "LogToKmsg",
         "Orphans", "Emergency", "ServiceStateChanged", "JobNew", "JobRemoved",
+        "StreamAttach", "StreamClosed", "TakeStreams", "Streams", "LogRecord", "Stored",
     }  # fmt: skip
     assert requests >= READ_ONLY_REQUESTS
     assert {"StartService", "StopService", "RestartService", "Reload", "Shutdown",

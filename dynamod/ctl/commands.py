@@ -10,6 +10,7 @@ Imports are kept to what the hot commands need (``json`` only with
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -97,16 +98,25 @@ def status(socket: str | None, names: Sequence[str], as_json: bool) -> int:
     ``systemctl show``, and the state is in the data."""
     code = OK
     style = None if as_json else _style()
+    logd_conn = None
+    if not as_json:
+        from dynamod.ctl import logs as logd
+
+        # The last lines come from dynamod-logd when it runs (svmgr stops
+        # reading service output once logd has it).
+        logd_conn = logd.connect(socket_path(socket))
 
     def send(name: str) -> tuple[int, int | None]:
         logs = (
             None
-            if as_json
+            if as_json or logd_conn is not None
             else conn.send("GetLogs", {"name": name, "lines": render.STATUS_LOG_LINES})
         )
         return conn.send("ServiceStatus", {"name": name}), logs
 
-    with connect(socket) as conn:
+    with connect(socket) as conn, contextlib.ExitStack() as stack:
+        if logd_conn is not None:
+            stack.enter_context(logd_conn)
         # Pipelined: requests go out ahead of the answers being read.
         for i, (_, (sid, lid)) in enumerate(ahead(names, send, STATUS_IN_FLIGHT)):
             try:
@@ -121,6 +131,8 @@ def status(socket: str | None, names: Sequence[str], as_json: bool) -> int:
                 out(_json(info))
                 continue
             lines = _ignore_error(conn, lid, "Logs").get("lines") if lid is not None else None
+            if logd_conn is not None:
+                lines = logd.recent(logd_conn, info.get("name", ""), render.STATUS_LOG_LINES)
             if i:
                 out("\n")
             out(render.service_status(info, lines, time.time(), style))
@@ -194,6 +206,21 @@ def tree(socket: str | None, as_json: bool) -> int:
 
 def logs(socket: str | None, name: str, lines: int, follow: bool) -> int:
     style = _style()
+    from dynamod.ctl import logs as logd
+
+    def check_name() -> None:
+        try:
+            with connect(socket) as c:
+                c.request("ServiceStatus", "ServiceInfo", {"name": name})
+        except CtlError as exc:
+            if exc.code == UNKNOWN_SERVICE:
+                raise
+
+    conn = logd.connect(socket_path(socket))
+    if conn is not None:
+        with conn:
+            return logd.show(conn, name, lines, follow, style, check_name)
+    # No dynamod-logd: the lines svmgr keeps in memory.
     with connect(socket) as conn:
         batch = _log_batch(conn, name, lines)
         for line in render.log_lines(batch, style):

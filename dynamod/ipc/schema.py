@@ -283,6 +283,44 @@ SCHEMA: dict[str, dict[str, dict[str, tuple[object, bool]]]] = {
             "effects": (ListOf(dict), False),
         }
     },
+    # dynamod-logd's query socket (logd.sock): records of the named
+    # services (all when absent), newest ``lines`` or those after the
+    # sequence number ``after``; see docs/logd.md.
+    "QueryLogs": {
+        "request": {
+            "names": (STR_LIST, False),
+            "lines": (int, False),
+            "before": (int, False),
+            "after": (int, False),
+            "priority": (int, False),
+            "since": (float, False),
+            "until": (float, False),
+            "grep": (str, False),
+        }
+    },
+    "LogRecords": {
+        "response": {
+            "records": (ListOf(dict), True),
+            "last": (int, True),
+            "unstored": (int, True),
+        }
+    },
+    # svmgr <-> logd over logd-streams.sock (SOCK_SEQPACKET, root only);
+    # StreamAttach and Streams carry the pipes' reading ends (SCM_RIGHTS).
+    "StreamAttach": {
+        "event": {"id": (str, True), "service": (str, True), "pid": ((int, _NONE), False),
+                  "stream": (OneOf("stdout", "stderr"), True)}
+    },
+    "StreamClosed": {"event": {"id": (str, True)}},
+    "TakeStreams": {"event": {}},
+    "Streams": {"event": {"streams": (ListOf(dict), True), "last": (bool, True)}},
+    "LogRecord": {
+        "event": {"service": (str, True), "priority": (int, True), "message": ((str, bytes), True),
+                  "pid": ((int, _NONE), False), "unit": (str, False), "time": (float, False),
+                  "stream": (str, False), "source": (str, False), "n": (int, False)}
+    },
+    # logd -> svmgr: the LogRecords of ``source`` up to ``n`` are stored.
+    "Stored": {"event": {"source": (str, True), "n": (int, True)}},
     "ServiceStateChanged": {
         "event": {
             "name": (str, True),
@@ -305,6 +343,7 @@ READ_ONLY_REQUESTS = frozenset(
         "TreeStatus",
         "GetServiceByPid",
         "GetLogs",
+        "QueryLogs",
         "Subscribe",
         "ListJobs",
         "GetServiceFiles",

@@ -91,6 +91,7 @@ class ServiceHandle:
 
     def log(self, message: str) -> None:
         self.log_buffer.append(f"[dynamod] {message}")
+        self._manager.logd.record(self._name, message)
 
     def fail(self, reason: str) -> None:
         self._manager.engine.on_fail(self._name, reason)

@@ -20,7 +20,6 @@ from dynamod.config.units import format_duration
 from dynamod.svmgr import effects as fx
 from dynamod.svmgr import states as st
 from dynamod.svmgr.kinds import kind_of
-from dynamod.svmgr.logbuf import PipeReader
 from dynamod.svmgr.spawn import SpawnError, build_spec, spawn
 from dynamod.svmgr.waitstatus import describe_status
 
@@ -48,7 +47,6 @@ class Executor:
         self.engine = manager.engine
         self.loop = manager.loop
         self.starts: dict[str, _Start] = {}
-        self.readers: dict[str, list[PipeReader]] = {}
         self._handlers = {
             fx.Spawn: self._spawn, fx.AwaitReady: self._await_ready,
             fx.CancelReady: self._cancel_ready, fx.Teardown: self._teardown,
@@ -113,13 +111,8 @@ class Executor:
             self.m.log(f"{e.name}: {problem}")
         gen = e.gen
         self.m.reaper.watch(spawned.pid, lambda pid, status: self._exited(e.name, gen, pid, status))
-        self._add_reader(e.name, spawned.output_fd)
+        self.m.logd.add_output(e.name, spawned)
         self.engine.on_spawned(e.name, gen, spawned.pid)
-
-    def _add_reader(self, name: str, fd: int) -> None:
-        readers = [r for r in self.readers.get(name, ()) if r.fd >= 0]
-        readers.append(PipeReader(self.loop, fd, self.m.handle(name).log_buffer))
-        self.readers[name] = readers
 
     def _exited(self, name: str, gen: int, pid: int, status: int | None) -> None:
         hint = ""
@@ -311,7 +304,7 @@ class Executor:
             return
         pid = spawned.pid
         ctx.control_pids.add(pid)
-        self._add_reader(e.name, spawned.output_fd)
+        self.m.logd.add_output(e.name, spawned)
         timeout = e.timeout
 
         def overdue() -> None:
@@ -335,8 +328,6 @@ class Executor:
         start = self.starts.get(e.name)
         if start is not None:
             self._close_start(e.name, start)
-        for r in self.readers.pop(e.name, []):
-            r.close()
         self.m.drop_handle(e.name)
 
 

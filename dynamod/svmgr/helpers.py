@@ -17,7 +17,6 @@ import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dynamod.svmgr.logbuf import PipeReader
 from dynamod.svmgr.spawn import build_spec, spawn
 
 if TYPE_CHECKING:
@@ -41,9 +40,8 @@ async def run_helper(s: Service, argv: Sequence[str], timeout: float) -> int | N
 
     manager.reaper.watch(pid, exited)
     s.control_pids.add(pid)
-    # Not kept in s.readers: the reader closes itself at EOF, and a check run
-    # every second would otherwise grow that list for the service's lifetime.
-    PipeReader(manager.loop, spawned.output_fd, s.log_buffer)
+    # Its output is the service's (the pipes close at EOF).
+    manager.logd.add_output(s.name, spawned)
     try:
         status = await asyncio.wait_for(asyncio.shield(done), timeout)
     except (TimeoutError, asyncio.CancelledError) as exc:

@@ -188,6 +188,10 @@ class Daemon:
 
         quiet_wakeup_fd()
         log(f"started: {len(manager.services)} services, control socket {server.path}")
+        if self.link is not None:
+            link = self.link
+            manager.logd.kmsg = lambda level, text: link.send("LogToKmsg", {"level": level, "message": text[:1024]})
+        manager.logd.start()
         manager.start_all()
         await self.done.wait()
         await server.close()

@@ -24,6 +24,7 @@ from dynamod.svmgr.engine import Engine, OperationFailed
 from dynamod.svmgr.executor import Executor
 from dynamod.svmgr.jobs import Job
 from dynamod.svmgr.journal import Journal
+from dynamod.svmgr.logdlink import LogdLink
 from dynamod.svmgr.publish import Publisher
 from dynamod.svmgr.reaper import Reaper
 
@@ -71,6 +72,7 @@ class Manager:
                              service_log=lambda name, msg: self.handle(name).log(msg))
         self.executor = Executor(self)
         self.publisher = Publisher(self)
+        self.logd = LogdLink(self)
         self.reload_lock = asyncio.Lock()
         self._pumping = False
         self._down_waiters: list[tuple[list[str] | None, asyncio.Future[None]]] = []

@@ -6,7 +6,7 @@ A vfork and an exec: ``os.posix_spawn`` where it can do the job, else
 milliseconds and grows with its memory). So privilege dropping goes through
 ``setpriv`` as an exec wrapper, plugins add their own wrappers (namespaces)
 and context managers around the fork (the cgroup). The child gets /dev/null
-as stdin, one pipe for stdout and stderr, its own session (so signals reach
+as stdin, one pipe for stdout and one for stderr, its own session (so signals reach
 its whole process group), and only the descriptors listed in ``pass_fds``.
 
 A Popen object is marked finished at once: the manager's reaper is the only
@@ -41,7 +41,8 @@ class SpawnError(Exception):
 @dataclass
 class Spawned:
     pid: int
-    output_fd: int  # read end of the stdout/stderr pipe
+    output_fd: int  # read end of the stdout pipe
+    error_fd: int = -1  # read end of the stderr pipe
     problems: list[str] = field(default_factory=list)
 
 
@@ -181,7 +182,7 @@ RESET_SIGNALS = tuple(s for s in signal.valid_signals()
 _devnull = -1
 
 
-def _posix_spawn(argv: list[str], spec: SpawnSpec, w: int, marker: str | None = None) -> int | None:
+def _posix_spawn(argv: list[str], spec: SpawnSpec, w: int, we: int, marker: str | None = None) -> int | None:
     """posix_spawn(3) straight from ``os``: the same vfork-and-exec as Popen
     without Popen's Python around it (its error pipe, /dev/null opened per
     call, the object). None when Popen must do it: a working directory
@@ -193,7 +194,7 @@ def _posix_spawn(argv: list[str], spec: SpawnSpec, w: int, marker: str | None = 
     if _devnull < 0:
         seal_inherited_fds()
         _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    if spec.cwd is not None or "/" not in argv[0] or w < 3 or any(fd < 3 for fd in spec.pass_fds):
+    if spec.cwd is not None or "/" not in argv[0] or w < 3 or we < 3 or any(fd < 3 for fd in spec.pass_fds):
         return None
     actions: list[tuple] = []
     if marker is not None:
@@ -201,7 +202,7 @@ def _posix_spawn(argv: list[str], spec: SpawnSpec, w: int, marker: str | None = 
         # (see dynamod.svmgr.journal). On fd 0, which the next action replaces.
         actions.append((os.POSIX_SPAWN_OPEN, 0, marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     actions += [(os.POSIX_SPAWN_DUP2, _devnull, 0), (os.POSIX_SPAWN_DUP2, w, 1),
-                (os.POSIX_SPAWN_DUP2, w, 2)]
+                (os.POSIX_SPAWN_DUP2, we, 2)]
     # dup2 onto itself clears close-on-exec (POSIX; glibc >= 2.29)
     actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in spec.pass_fds]
     return os.posix_spawn(argv[0], argv, spec.env, file_actions=actions, setsid=True,
@@ -236,6 +237,12 @@ def spawn(spec: SpawnSpec, marker: str | None = None) -> Spawned:
         spec.cwd = None
     argv = [*spec.wrapper, *spec.argv]
     r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        re_, we = os.pipe2(os.O_CLOEXEC)
+    except OSError as exc:
+        os.close(r)
+        os.close(w)
+        raise SpawnError(f"cannot create the output pipes: {exc.strerror}") from None
     stack = contextlib.ExitStack() if spec.around_fork else None
     try:
         if stack is not None:
@@ -244,7 +251,7 @@ def spawn(spec: SpawnSpec, marker: str | None = None) -> Spawned:
                     stack.enter_context(ctx)
             except Exception as exc:
                 raise SpawnError(str(exc) or type(exc).__name__) from None
-        pid = _posix_spawn(argv, spec, w, marker)
+        pid = _posix_spawn(argv, spec, w, we, marker)
         if pid is None:
             if marker is not None:
                 with open(marker, "wb"):
@@ -253,7 +260,7 @@ def spawn(spec: SpawnSpec, marker: str | None = None) -> Spawned:
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=w,
-                stderr=w,
+                stderr=we,
                 env=spec.env,
                 cwd=spec.cwd,
                 close_fds=True,
@@ -264,6 +271,7 @@ def spawn(spec: SpawnSpec, marker: str | None = None) -> Spawned:
             pid = proc.pid
     except BaseException as exc:
         os.close(r)
+        os.close(re_)
         if stack is not None:
             with contextlib.suppress(Exception):
                 stack.close()
@@ -272,10 +280,11 @@ def spawn(spec: SpawnSpec, marker: str | None = None) -> Spawned:
         raise
     finally:
         os.close(w)
+        os.close(we)
     problems: list[str] = []
     if stack is not None:
         try:
             stack.close()
         except Exception as exc:
             problems.append(f"after the fork: {type(exc).__name__}: {exc}")
-    return Spawned(pid, r, problems)
+    return Spawned(pid, r, re_, problems)

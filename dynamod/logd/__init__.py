@@ -1,0 +1,1 @@
+"""dynamod-logd: the log daemon (see docs/logd.md)."""
