@@ -1,0 +1,84 @@
+"""SetNTP, CanNTP and NTP through svmgr's control socket.
+
+The NTP service is a dynamod service named in the configuration
+(``[ntp] services``): CanNTP is whether svmgr knows one of them, NTP whether
+one of them is up or on its way up, SetNTP(true) starts the first one svmgr
+knows and SetNTP(false) stops all that it knows. Each question opens its own
+short connection, so a restarted svmgr is simply found again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dynamod.ipc.aclient import AsyncClient, ConnectError, ProtocolError, RemoteError
+from dynamod_hostnamed.errors import FAILED, NO_NTP_SUPPORT, BusError
+
+log = logging.getLogger("dynamod-hostnamed")
+
+# Service states (docs/protocol.md) in which the NTP service counts as enabled.
+_ACTIVE = frozenset({"pending", "starting", "waiting-ready", "running", "restarting"})
+
+
+class NtpControl:
+    def __init__(self, services: tuple[str, ...], socket_path: str | None = None) -> None:
+        self.services = services
+        self.socket_path = socket_path
+
+    async def _connect(self) -> AsyncClient | None:
+        try:
+            client = await AsyncClient.connect(self.socket_path, timeout=20.0)
+            await client.hello("dynamod-hostnamed")
+        except (ConnectError, ProtocolError, RemoteError, TimeoutError) as exc:
+            log.info("NTP: svmgr not reachable: %s", exc)
+            return None
+        return client
+
+    async def states(self) -> dict[str, str]:
+        """``{service: state}`` of the configured services svmgr knows."""
+        client = await self._connect()
+        if client is None:
+            return {}
+        found: dict[str, str] = {}
+        async with client:
+            for name in self.services:
+                try:
+                    reply = await client.request("ServiceStatus", {"name": name})
+                except RemoteError as exc:
+                    if exc.code != "unknown-service":
+                        log.warning("NTP: ServiceStatus %s: %s", name, exc.message)
+                    continue
+                except (ProtocolError, TimeoutError) as exc:
+                    log.warning("NTP: ServiceStatus %s: %s", name, exc)
+                    break
+                found[name] = str(reply.body["service"].get("state", ""))
+        return found
+
+    async def status(self) -> tuple[bool, bool]:
+        """(CanNTP, NTP)."""
+        found = await self.states()
+        return bool(found), any(s in _ACTIVE for s in found.values())
+
+    async def set(self, enable: bool) -> None:
+        found = await self.states()
+        if not found:
+            if not enable:
+                return
+            raise BusError(
+                NO_NTP_SUPPORT,
+                "NTP not supported: none of the NTP services "
+                f"({', '.join(self.services) or 'none configured'}) is known to dynamod",
+            )
+        client = await self._connect()
+        if client is None:
+            raise BusError(FAILED, "Cannot reach dynamod-svmgr to start or stop the NTP service")
+        async with client:
+            targets = [next(iter(found))] if enable else list(found)
+            for name in targets:
+                request = "StartService" if enable else "StopService"
+                try:
+                    await client.request(request, {"name": name}, timeout=90.0)
+                except RemoteError as exc:
+                    raise BusError(FAILED, f"Failed to {request[:-7].lower()} {name}: {exc.message}") from exc
+                except (ProtocolError, TimeoutError) as exc:
+                    raise BusError(FAILED, f"{request} {name}: {exc}") from exc
