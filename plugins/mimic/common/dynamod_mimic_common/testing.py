@@ -64,11 +64,13 @@ class PrivateBus:
     /usr/share/dbus-1/system.d, which has the systemd1/hostname1/... files);
     ``policy_files`` as ``<include>``; ``open_policy=True`` adds a policy
     that lets everyone own and call everything (for layer tests with made-up
-    names)."""
+    names); ``service_dirs`` are ``<servicedir>`` directories of activation
+    files (the bus runs their ``Exec=`` line itself, as root)."""
 
     def __init__(self, policy_dirs: Iterable[str] = (SYSTEM_POLICY_DIR,),
                  policy_files: Iterable[str | os.PathLike[str]] = (),
-                 open_policy: bool = False, directory: str | None = None) -> None:
+                 open_policy: bool = False, directory: str | None = None,
+                 service_dirs: Iterable[str | os.PathLike[str]] = ()) -> None:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="dynamod-bus-", dir="/tmp"))
         # Non-root clients must reach the socket (pytest's tmp dirs are 0700).
@@ -77,6 +79,8 @@ class PrivateBus:
         self.address = f"unix:path={self.socket}"
         extra = [f"  <includedir>{escape(d)}</includedir>" for d in policy_dirs]
         extra += [f"  <include>{escape(os.fspath(f))}</include>" for f in policy_files]
+        # Activation: without <servicehelper>, dbus-daemon runs Exec= itself.
+        extra += [f"  <servicedir>{escape(os.fspath(d))}</servicedir>" for d in service_dirs]
         if open_policy:
             extra.append('  <policy context="mandatory"><allow own="*"/>'
                          '<allow send_type="method_call"/></policy>')
