@@ -9,6 +9,7 @@ short connection, so a restarted svmgr is simply found again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from dynamod.ipc.aclient import AsyncClient, ConnectError, ProtocolError, RemoteError
@@ -24,14 +25,17 @@ class NtpControl:
     def __init__(self, services: tuple[str, ...], socket_path: str | None = None) -> None:
         self.services = services
         self.socket_path = socket_path
+        self.unreachable = ""  # why the last connection attempt failed
 
     async def _connect(self) -> AsyncClient | None:
         try:
             client = await AsyncClient.connect(self.socket_path, timeout=20.0)
             await client.hello("dynamod-hostnamed")
         except (ConnectError, ProtocolError, RemoteError, TimeoutError) as exc:
-            log.info("NTP: svmgr not reachable: %s", exc)
+            log.debug("NTP: svmgr not reachable: %s", exc)
+            self.unreachable = str(exc)
             return None
+        self.unreachable = ""
         return client
 
     async def states(self) -> dict[str, str]:
@@ -82,3 +86,56 @@ class NtpControl:
                     raise BusError(FAILED, f"Failed to {request[:-7].lower()} {name}: {exc.message}") from exc
                 except (ProtocolError, TimeoutError) as exc:
                     raise BusError(FAILED, f"{request} {name}: {exc}") from exc
+
+
+class NtpWatcher:
+    """Keeps CanNTP and NTP current for the (synchronous) property getters:
+    follows svmgr's ServiceStateChanged events, reconnecting with a backoff
+    when svmgr goes away (CanNTP is false meanwhile). ``on_change`` is
+    called after NTP changed."""
+
+    def __init__(self, control: NtpControl, on_change=None) -> None:  # type: ignore[no-untyped-def]
+        self.control = control
+        self.states: dict[str, str] = {}
+        self.on_change = on_change
+        self.synced = asyncio.Event()
+
+    @property
+    def can_ntp(self) -> bool:
+        return bool(self.states)
+
+    @property
+    def ntp(self) -> bool:
+        return any(s in _ACTIVE for s in self.states.values())
+
+    def _update(self, states: dict[str, str]) -> None:
+        before = self.ntp
+        self.states = states
+        self.synced.set()
+        if before != self.ntp and self.on_change is not None:
+            self.on_change()
+
+    async def run(self) -> None:
+        delay = 0.5
+        said = ""
+        while True:
+            client = await self.control._connect()
+            if client is None and self.control.unreachable != said:
+                said = self.control.unreachable
+                log.info("NTP: svmgr not reachable (CanNTP is false until it is): %s", said)
+            if client is not None:
+                said = ""
+                delay = 0.5
+                try:
+                    async with client:
+                        await client.request("Subscribe", {})
+                        self._update(await self.control.states())
+                        async for event in client.events():
+                            name = event.body.get("name")
+                            if event.type == "ServiceStateChanged" and name in self.control.services:
+                                self._update({**self.states, name: str(event.body["new"])})
+                except (ProtocolError, RemoteError, TimeoutError) as exc:
+                    log.info("NTP: lost svmgr: %s", exc)
+            self._update({})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

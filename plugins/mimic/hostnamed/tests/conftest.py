@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # hostnamed_harness.py
 
 ZONES = ("Europe/Berlin", "America/New_York", "Etc/UTC", "UTC", "Asia/Tokyo")
 
@@ -35,3 +38,29 @@ def sysroot(tmp_path: Path) -> Path:
 from dynamod.testing import manager_fixtures  # noqa: E402
 
 tree, svmgr = manager_fixtures()
+
+
+@pytest.fixture
+def bus_files(tmp_path: Path) -> Path:
+    """The shipped activation and policy files, written by install-bus-files."""
+    from dynamod_hostnamed import busfiles
+    from dynamod_hostnamed.fsroot import Root
+
+    out = tmp_path / "busfiles"
+    busfiles.install(Root(out))
+    return out
+
+
+@pytest.fixture
+def machine(tmp_path: Path, sysroot: Path, bus_files: Path):
+    """A namespace with the bus, the systemd1 stand-in and dynamod-hostnamed
+    running on ``sysroot``; see hostnamed_harness.Machine."""
+    from hostnamed_harness import Machine
+
+    m = Machine(tmp_path, sysroot, bus_files / "etc/dbus-1/system.d/dynamod-hostnamed.conf")
+    try:
+        m.start_sd1()
+        m.start_daemon()
+        yield m
+    finally:
+        m.close()

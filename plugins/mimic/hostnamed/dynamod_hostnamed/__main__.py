@@ -1,0 +1,5 @@
+import sys
+
+from dynamod_hostnamed.main import main
+
+sys.exit(main())
