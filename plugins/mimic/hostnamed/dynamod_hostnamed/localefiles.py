@@ -96,6 +96,9 @@ class LocaleFiles:
         """The validated ``{NAME: value}`` of SetLocale's argument."""
         result: dict[str, str] = {}
         installed: set[str] | None = None
+        if len(assignments) == 1 and "=" not in assignments[0]:
+            # localectl set-locale de_DE.UTF-8 sends the bare name: it is LANG.
+            assignments = [f"LANG={assignments[0]}"]
         for item in assignments:
             key, sep, value = item.partition("=")
             if not sep:

@@ -52,15 +52,30 @@ def bus_files(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def machine(tmp_path: Path, sysroot: Path, bus_files: Path):
-    """A namespace with the bus, the systemd1 stand-in and dynamod-hostnamed
-    running on ``sysroot``; see hostnamed_harness.Machine."""
+def make_machine(tmp_path: Path, sysroot: Path, bus_files: Path):
+    """``make_machine(env=..., service_dirs=..., daemon=True)``: a namespace
+    with the bus and the systemd1 stand-in (and dynamod-hostnamed running on
+    ``sysroot`` unless ``daemon=False``); see hostnamed_harness.Machine."""
     from hostnamed_harness import Machine
 
-    m = Machine(tmp_path, sysroot, bus_files / "etc/dbus-1/system.d/dynamod-hostnamed.conf")
-    try:
+    made: list[Machine] = []
+
+    def make(env: dict[str, str] | None = None, service_dirs: tuple[Path, ...] = (),
+             daemon: bool = True) -> Machine:  # fmt: skip
+        m = Machine(tmp_path, sysroot, bus_files / "etc/dbus-1/system.d/dynamod-hostnamed.conf",
+                    env=env, service_dirs=service_dirs)  # fmt: skip
+        made.append(m)
         m.start_sd1()
-        m.start_daemon()
-        yield m
-    finally:
+        if daemon:
+            m.start_daemon()
+        return m
+
+    yield make
+    for m in made:
         m.close()
+
+
+@pytest.fixture
+def machine(make_machine):
+    """The default :func:`make_machine`."""
+    return make_machine()

@@ -31,7 +31,7 @@ def test_set_locale_writes_both_files_on_debian(sysroot) -> None:
     assert (sysroot / "etc/default/locale").read_text() == expect
     assert lf.locale() == ["LANG=de_DE.UTF-8", "LC_MESSAGES=en_GB.UTF-8"]
     # a new setting drops the old ones
-    lf.set_locale(lf.check_locale(["LANG=C.UTF-8"]))
+    lf.set_locale(lf.check_locale(["C.UTF-8"]))  # a bare name is LANG
     assert lf.locale() == ["LANG=C.UTF-8"]
     assert (sysroot / "etc/default/locale").read_text() == "LANG=C.UTF-8\n"
     lf.set_locale(lf.check_locale([]))
@@ -48,7 +48,7 @@ def test_default_locale_is_the_fallback(sysroot) -> None:
 @pytest.mark.parametrize(
     ("items", "fragment"),
     [
-        (["LANG"], "NAME=VALUE"),
+        (["LANG=C", "de_DE"], "NAME=VALUE"),
         (["LC_ALL=C"], "LC_ALL"),
         (["FOO=C"], "FOO"),
         (["LANG=C", "LANG=POSIX"], "more than once"),
