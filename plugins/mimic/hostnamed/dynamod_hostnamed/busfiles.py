@@ -25,8 +25,10 @@ SERVICE_DIR = "/usr/local/share/dbus-1/system-services"
 POLICY_FILE = "/etc/dbus-1/system.d/dynamod-hostnamed.conf"
 
 
-def activation_file(name: str, python: str | None = None) -> str:
-    exec_line = shlex.join([python or sys.executable, "-m", "dynamod_hostnamed", "activate"])
+def activation_file(name: str, python: str | None = None, args: tuple[str, ...] = ()) -> str:
+    """``args`` are added to the command (``--root DIR`` for an image or a test
+    tree: used when the daemon runs without svmgr)."""
+    exec_line = shlex.join([python or sys.executable, "-m", "dynamod_hostnamed", "activate", *args])
     return (
         "# Written by dynamod-hostnamed install-bus-files.\n"
         "[D-BUS Service]\n"
@@ -57,12 +59,12 @@ def policy_file(names: tuple[str, ...] = BUS_NAMES) -> str:
 """
 
 
-def install(root: Root, python: str | None = None) -> list[str]:
+def install(root: Root, python: str | None = None, args: tuple[str, ...] = ()) -> list[str]:
     """Write every file under ``root``; returns their paths inside the tree."""
     written = []
     for name in BUS_NAMES:
         rel = f"{SERVICE_DIR}/{name}.service"
-        root.write(rel, activation_file(name, python))
+        root.write(rel, activation_file(name, python, args))
         written.append(rel)
     root.write(POLICY_FILE, policy_file())
     written.append(POLICY_FILE)

@@ -27,10 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def activate() -> int:
+def activate(passthrough: list[str]) -> int:
     """Exec= of the activation files: ask svmgr to start the service (the
     start job ends when it is ready, i.e. owns the names); with no svmgr
-    running, become the daemon."""
+    running, become the daemon (with ``passthrough``: --root, --config)."""
     from dynamod.ipc.client import Client, ConnectError, RemoteError
 
     try:
@@ -43,7 +43,7 @@ def activate() -> int:
         print(f"dynamod-hostnamed: svmgr could not start dynamod-hostnamed: {exc.message}",
               file=sys.stderr)  # fmt: skip
         return 1
-    os.execv(sys.executable, [sys.executable, "-m", "dynamod_hostnamed", "run"])
+    os.execv(sys.executable, [sys.executable, "-m", "dynamod_hostnamed", "run", *passthrough])
     return 1  # not reached
 
 
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="dynamod-hostnamed: %(message)s", stream=sys.stderr)
     if args.command == "activate":
-        return activate()
+        passthrough = ["--root", args.root] + (["--config", args.config] if args.config else [])
+        return activate(passthrough)
     root = Root(args.root)
     if args.command == "install-bus-files":
         from dynamod_hostnamed import busfiles
