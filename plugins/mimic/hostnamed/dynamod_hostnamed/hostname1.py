@@ -42,6 +42,8 @@ class Hostname:
 @setter("setting the transient hostname")
 def set_hostname(h: Hostname, ctx: CallContext, name: str, interactive: bool) -> None:
     hostinfo.check_hostname(name, "transient")
+    if (name or None) == h.info.transient and socket.gethostname() == h.info.effective_hostname():
+        return
     h.info.transient = name or None
     # The static hostname has priority: with one set, the transient name is
     # only remembered (hostnamectl prints a hint about that itself).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hostnamed_harness import START_HOSTNAME
 
@@ -135,3 +137,35 @@ def test_access_denied_names_the_action(machine) -> None:
         "Error org.freedesktop.DBus.Error.AccessDenied: "
         "Access denied: setting the static hostname needs root"
     ) in out.stderr, out.stderr
+
+
+def _call(machine, member: str, sig: str = "", *args: str, nobody: bool = False):
+    return machine.run("busctl", "--json=short", "--", "call", "org.freedesktop.hostname1",
+                       "/org/freedesktop/hostname1", "org.freedesktop.hostname1", member,
+                       *([sig, *args] if sig else []), nobody=nobody)  # fmt: skip
+
+
+def test_describe(machine) -> None:
+    (machine.root / "etc/hostname").write_text("described\n")
+    (machine.root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    out = _call(machine, "Describe")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(json.loads(out.stdout)["data"][0])
+    assert data["StaticHostname"] == "described"
+    assert data["Hostname"] == START_HOSTNAME
+    assert data["OperatingSystemPrettyName"] == "Test OS 1"
+    assert data["MachineID"] == "0123456789abcdef0123456789abcdef"
+    assert len(data["BootID"]) == 32
+
+
+def test_product_uuid_and_serial(machine) -> None:
+    # This machine's firmware exposes no DMI: the errors say so; non-root is refused first.
+    out = _call(machine, "GetProductUUID", "b", "false")
+    if out.returncode == 0:
+        assert len(json.loads(out.stdout)["data"][0]) == 16
+    else:
+        assert "Failed to read product UUID from firmware" in out.stderr
+    out = _call(machine, "GetProductUUID", "b", "true", nobody=True)
+    assert out.returncode == 1 and "Access denied" in out.stderr
+    out = _call(machine, "GetHardwareSerial", nobody=True)
+    assert out.returncode == 1 and "Access denied" in out.stderr
