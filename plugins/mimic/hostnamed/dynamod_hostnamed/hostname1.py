@@ -99,40 +99,26 @@ def describe(h: Hostname, ctx: CallContext) -> str:
     return json.dumps(values)
 
 
+# The setters of /etc/machine-info: D-Bus member, key, property, check, what, argument name.
+_MACHINE_INFO_SETTERS = (
+    ("SetPrettyHostname", "PRETTY_HOSTNAME", "PrettyHostname", hostinfo.check_pretty,
+     "pretty hostname", "hostname"),
+    ("SetIconName", "ICON_NAME", "IconName", hostinfo.check_icon, "icon name", "icon"),
+    ("SetChassis", "CHASSIS", "Chassis", hostinfo.check_chassis, "chassis", "chassis"),
+    ("SetDeployment", "DEPLOYMENT", "Deployment", hostinfo.check_deployment, "deployment",
+     "deployment"),
+    ("SetLocation", "LOCATION", "Location", hostinfo.check_location, "location", "location"),
+)  # fmt: skip
+
 HOSTNAME1 = Interface(
     NAME,
     methods=[
         Method("SetHostname", "sb", "", set_hostname, ("hostname", "interactive")),
         Method("SetStaticHostname", "sb", "", set_static_hostname, ("hostname", "interactive")),
-        Method(
-            "SetPrettyHostname", "sb", "",
-            _machine_info_setter("PRETTY_HOSTNAME", "PrettyHostname", hostinfo.check_pretty,
-                                 "setting the pretty hostname"),
-            ("hostname", "interactive"),
-        ),
-        Method(
-            "SetIconName", "sb", "",
-            _machine_info_setter("ICON_NAME", "IconName", hostinfo.check_icon,
-                                 "setting the icon name"),
-            ("icon", "interactive"),
-        ),
-        Method(
-            "SetChassis", "sb", "",
-            _machine_info_setter("CHASSIS", "Chassis", hostinfo.check_chassis,
-                                 "setting the chassis"),
-            ("chassis", "interactive"),
-        ),
-        Method(
-            "SetDeployment", "sb", "",
-            _machine_info_setter("DEPLOYMENT", "Deployment", hostinfo.check_deployment,
-                                 "setting the deployment"),
-            ("deployment", "interactive"),
-        ),
-        Method(
-            "SetLocation", "sb", "",
-            _machine_info_setter("LOCATION", "Location", hostinfo.check_location,
-                                 "setting the location"),
-            ("location", "interactive"),
+        *(
+            Method(member, "sb", "", _machine_info_setter(key, prop, check, f"setting the {what}"),
+                   (arg, "interactive"))
+            for member, key, prop, check, what, arg in _MACHINE_INFO_SETTERS
         ),
         Method("GetProductUUID", "b", "ay", get_product_uuid, ("interactive",), ("uuid",)),
         Method("GetHardwareSerial", "", "s", get_hardware_serial, (), ("serial",)),

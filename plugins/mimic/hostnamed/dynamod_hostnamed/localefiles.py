@@ -37,6 +37,8 @@ KEYMAP_DIRS = ("/usr/share/keymaps", "/usr/share/kbd/keymaps", "/usr/lib/kbd/key
 _ALWAYS = {"C", "POSIX", "C.utf8"}
 _LOCALE_NAME = re.compile(r"[A-Za-z0-9_.@+-]+")
 _KB_NAME = re.compile(r"[^\s\"'\\\x00-\x1f\x7f]+")
+# A console keymap is a file name: no glob or path characters.
+_KEYMAP_NAME = re.compile(r"[A-Za-z0-9_+@][A-Za-z0-9_.,+@-]*")
 _XKB_OPTION = re.compile(r'Option\s+"(Xkb(?:Layout|Model|Variant|Options))"\s+"([^"]*)"')
 
 
@@ -158,7 +160,7 @@ class LocaleFiles:
     def check_keymap(self, name: str, what: str) -> None:
         if not name:
             return
-        if not _KB_NAME.fullmatch(name) or "/" in name or len(name) > 255:
+        if not _KEYMAP_NAME.fullmatch(name) or len(name) > 255:
             raise invalid(f"Invalid {what} '{name}'")
         if self.keymap_exists(name) is False:
             raise invalid(f"Keymap {name} is not installed.")

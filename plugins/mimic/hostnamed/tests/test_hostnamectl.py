@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from hostnamed_harness import START_HOSTNAME
@@ -169,3 +171,18 @@ def test_product_uuid_and_serial(machine) -> None:
     assert out.returncode == 1 and "Access denied" in out.stderr
     out = _call(machine, "GetHardwareSerial", nobody=True)
     assert out.returncode == 1 and "Access denied" in out.stderr
+
+
+def test_static_hostname_is_what_init_sets_at_the_next_boot(machine) -> None:
+    # dynamod-init reads /etc/hostname at boot (sysinit.set_hostname): the
+    # file hostnamectl wrote is read back by it, in a fresh UTS namespace.
+    machine.run("hostnamectl", "set-hostname", "--static", "after-reboot", check=True)
+    script = (
+        "import socket, sys; from dynamod.init.sysinit import set_hostname; "
+        "set_hostname(sys.argv[1]); print(socket.gethostname())"
+    )
+    out = subprocess.run(
+        ["unshare", "--uts", sys.executable, "-c", script, str(machine.root / "etc/hostname")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.splitlines()[-1] == "after-reboot"

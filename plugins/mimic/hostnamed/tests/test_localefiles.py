@@ -90,7 +90,7 @@ def test_vconsole(sysroot) -> None:
 def test_keymap_checked_when_keymaps_exist(sysroot) -> None:
     lf = LocaleFiles(Root(sysroot))
     lf.check_keymap("de", "keymap")  # no keymaps in the tree: name check only
-    for bad in ("de latin", "../x", 'a"b', "tab\t"):
+    for bad in ("de latin", "../x", "a\"b", "tab\t", "*", "de[", "?e", ".hidden", "-de"):
         with pytest.raises(BusError):
             lf.check_keymap(bad, "keymap")
     maps = sysroot / "usr/share/keymaps/i386/qwertz"
