@@ -56,7 +56,7 @@ async def serve(root: Root, config: Config) -> int:
     watcher = asyncio.get_running_loop().create_task(td.watcher.run())
     # CanNTP/NTP are known before the first client asks (or svmgr is not there).
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(td.watcher.synced.wait(), 5)
+        await asyncio.wait_for(td.watcher.synced.wait(), 15)
     for name in (hostname1.NAME, timedate1.NAME, locale1.NAME):
         await claim_name(bus, name)
     log.info("serving %s, %s and %s (root %s)", hostname1.NAME, timedate1.NAME, locale1.NAME, root.base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Awaitable, Callable
 
 from dynamod_mimic_common import CallContext, DBusError, Interface, Method, ObjectServer, Prop
 
@@ -60,7 +61,9 @@ def set_static_hostname(h: Hostname, ctx: CallContext, name: str, interactive: b
     h.changed("StaticHostname", "Hostname", "HostnameSource")
 
 
-def _machine_info_setter(key: str, prop: str, check, action: str):  # type: ignore[no-untyped-def]
+def _machine_info_setter(
+    key: str, prop: str, check: Callable[[str], None], action: str
+) -> Callable[..., Awaitable[None]]:
     @setter(action)
     def method(h: Hostname, ctx: CallContext, value: str, interactive: bool) -> None:
         check(value)

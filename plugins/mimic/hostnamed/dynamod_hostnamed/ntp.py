@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from dynamod.ipc.aclient import AsyncClient, ConnectError, ProtocolError, RemoteError
 from dynamod_hostnamed.errors import FAILED, NO_NTP_SUPPORT, BusError
@@ -27,7 +28,7 @@ class NtpControl:
         self.socket_path = socket_path
         self.unreachable = ""  # why the last connection attempt failed
 
-    async def _connect(self) -> AsyncClient | None:
+    async def connect(self) -> AsyncClient | None:
         try:
             client = await AsyncClient.connect(self.socket_path, timeout=20.0)
             await client.hello("dynamod-hostnamed")
@@ -40,7 +41,7 @@ class NtpControl:
 
     async def states(self) -> dict[str, str]:
         """``{service: state}`` of the configured services svmgr knows."""
-        client = await self._connect()
+        client = await self.connect()
         if client is None:
             return {}
         found: dict[str, str] = {}
@@ -73,7 +74,7 @@ class NtpControl:
                 "NTP not supported: none of the NTP services "
                 f"({', '.join(self.services) or 'none configured'}) is known to dynamod",
             )
-        client = await self._connect()
+        client = await self.connect()
         if client is None:
             raise BusError(FAILED, "Cannot reach dynamod-svmgr to start or stop the NTP service")
         async with client:
@@ -94,7 +95,7 @@ class NtpWatcher:
     when svmgr goes away (CanNTP is false meanwhile). ``on_change`` is
     called after NTP changed."""
 
-    def __init__(self, control: NtpControl, on_change=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, control: NtpControl, on_change: Callable[[], None] | None = None) -> None:
         self.control = control
         self.states: dict[str, str] = {}
         self.on_change = on_change
@@ -108,7 +109,7 @@ class NtpWatcher:
     def ntp(self) -> bool:
         return any(s in _ACTIVE for s in self.states.values())
 
-    def _update(self, states: dict[str, str]) -> None:
+    def update(self, states: dict[str, str]) -> None:
         before = self.ntp
         self.states = states
         self.synced.set()
@@ -119,7 +120,7 @@ class NtpWatcher:
         delay = 0.5
         said = ""
         while True:
-            client = await self.control._connect()
+            client = await self.control.connect()
             if client is None and self.control.unreachable != said:
                 said = self.control.unreachable
                 log.info("NTP: svmgr not reachable (CanNTP is false until it is): %s", said)
@@ -129,13 +130,13 @@ class NtpWatcher:
                 try:
                     async with client:
                         await client.request("Subscribe", {})
-                        self._update(await self.control.states())
+                        self.update(await self.control.states())
                         async for event in client.events():
                             name = event.body.get("name")
                             if event.type == "ServiceStateChanged" and name in self.control.services:
-                                self._update({**self.states, name: str(event.body["new"])})
+                                self.update({**self.states, name: str(event.body["new"])})
                 except (ProtocolError, RemoteError, TimeoutError) as exc:
                     log.info("NTP: lost svmgr: %s", exc)
-            self._update({})
+            self.update({})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

@@ -61,7 +61,7 @@ def set_local_rtc(t: Timedate, ctx: CallContext, local: bool, fix_system: bool,
 async def set_ntp(t: Timedate, ctx: CallContext, enable: bool, interactive: bool) -> None:
     await t.ntp_control.set(enable)
     # Answer with NTP already showing the new state, not after the next event.
-    t.watcher._update(await t.ntp_control.states())
+    t.watcher.update(await t.ntp_control.states())
 
 
 def list_timezones(t: Timedate, ctx: CallContext) -> list[str]:

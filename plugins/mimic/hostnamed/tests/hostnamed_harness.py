@@ -42,7 +42,7 @@ class Machine:
             ["unshare", "--mount", "--uts", "--propagation", "private", "sleep", "infinity"]
         )
         wait_until(lambda: _ns(self.holder.pid, "uts") != _ns(os.getpid(), "uts"),
-                   "the namespace holder")  # fmt: skip
+                   "the namespace holder", timeout=60)  # fmt: skip
         self.sh(f"mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system "
                 f"&& hostname {START_HOSTNAME}")  # fmt: skip
         self.daemon: subprocess.Popen[bytes] | None = None
@@ -54,7 +54,7 @@ class Machine:
 
     def run(self, *cmd: str, nobody: bool = False, check: bool = False) -> subprocess.CompletedProcess[str]:
         argv = [*self.enter(), *(NOBODY if nobody else []), *cmd]
-        out = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=60)
+        out = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=120)
         if check and out.returncode != 0:
             raise AssertionError(f"{cmd} exited {out.returncode}:\n{out.stdout}{out.stderr}")
         return out
@@ -73,7 +73,8 @@ class Machine:
 
     def start_sd1(self) -> None:
         proc = self.spawn([sys.executable, str(HERE / "sd1_stub.py")], "sd1.log")
-        wait_until(lambda: "ready" in self.log("sd1.log") or proc.poll() is not None, "the systemd1 stand-in")
+        wait_until(lambda: "ready" in self.log("sd1.log") or proc.poll() is not None,
+                   "the systemd1 stand-in", timeout=60)
         assert proc.poll() is None, self.log("sd1.log")
 
     def start_daemon(self, *args: str) -> subprocess.Popen[bytes]:
@@ -83,7 +84,7 @@ class Machine:
             if notify.exists():
                 notify.unlink()
             s.bind(str(notify))
-            s.settimeout(30)
+            s.settimeout(60)
             self.env["NOTIFY_SOCKET"] = str(notify)
             try:
                 self.daemon = self.spawn(

@@ -30,7 +30,7 @@ def test_first_call_starts_the_daemon_without_svmgr(make_machine, sysroot, tmp_p
     assert "Timezone=Etc/UTC" in m.run("timedatectl", "show", check=True).stdout
     assert _owner_pid(m, "org.freedesktop.timedate1") == pid
     m.close()  # the bus goes away: the daemon exits on its own
-    wait_until(lambda: not pid_alive(pid), "the activated daemon to exit with its bus")
+    wait_until(lambda: not pid_alive(pid), "the activated daemon to exit with its bus", timeout=60)
 
 
 def test_first_call_starts_the_service_through_svmgr(make_machine, sysroot, tmp_path, tree, svmgr,

@@ -89,7 +89,7 @@ def test_set_ntp_starts_and_stops_the_configured_service(make_machine, tree, svm
     # a stop from outside is seen (svmgr's state events)
     mgr.request("StopService", {"name": "chrony"})
     m_show = lambda: m.run("timedatectl", "show", check=True).stdout.splitlines()  # noqa: E731
-    mgr.wait_for(lambda: "NTP=no" in m_show(), what="NTP=no after an outside stop")
+    mgr.wait_for(lambda: "NTP=no" in m_show(), 60, "NTP=no after an outside stop")
     m.run("timedatectl", "set-ntp", "true", check=True)
     m.run("timedatectl", "set-ntp", "false", check=True)
     assert mgr.status("chrony")["state"] == "stopped"
