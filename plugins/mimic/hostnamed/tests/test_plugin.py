@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
 
+import pytest
 from dynamod_hostnamed import busfiles
 from dynamod_hostnamed.fsroot import Root
+
+from dynamod.ipc.client import RemoteError
 
 
 def test_entry_point_is_registered() -> None:
@@ -53,3 +57,10 @@ def test_bus_files(tmp_path) -> None:
     import xml.dom.minidom
 
     xml.dom.minidom.parseString(policy)
+
+
+def test_without_the_plugin_the_service_is_unknown(tree, svmgr) -> None:
+    mgr = svmgr(env={**os.environ, "DYNAMOD_DISABLE_PLUGINS": "dynamod-hostnamed"})
+    with pytest.raises(RemoteError) as exc:
+        mgr.status("dynamod-hostnamed")
+    assert exc.value.code == "unknown-service"
