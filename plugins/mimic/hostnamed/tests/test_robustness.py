@@ -107,3 +107,17 @@ def test_no_bus(tmp_path) -> None:
                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert out.returncode == 1
     assert "cannot connect to the system bus" in out.stderr
+
+
+def test_read_only_etc_is_a_clear_error(machine) -> None:
+    etc = machine.root / "etc"
+    machine.sh(f"mount --bind {etc} {etc} && mount -o remount,bind,ro {etc}")
+    out = machine.run("timedatectl", "set-timezone", "Asia/Tokyo")
+    assert out.returncode == 1
+    assert "Failed to link /etc/localtime: Read-only file system" in out.stderr, out.stderr
+    out = machine.run("hostnamectl", "set-hostname", "--static", "ro-box")
+    assert out.returncode == 1
+    assert "Failed to write /etc/hostname: Read-only file system" in out.stderr, out.stderr
+    assert machine.hostname() == "dynamod-test"  # nothing half-done
+    machine.sh(f"umount {etc}")
+    machine.run("timedatectl", "set-timezone", "Asia/Tokyo", check=True)
