@@ -14,6 +14,7 @@ import pytest
 from dynamod_bootmedia.testing import boot_test, build_test_images, sparse_copy, vm_skip_reason
 from dynamod_hostnamed import busfiles
 from dynamod_hostnamed.fsroot import Root
+from dynamod_mimic_common.testing import system_bus_config
 
 REASON = vm_skip_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -24,29 +25,10 @@ OUT = Path(os.environ.get("DYNAMOD_VM_DIR", REPO / "build" / "vm")) / "hostnamed
 BINARIES = ("/usr/bin/dbus-daemon", "/usr/bin/hostnamectl")
 NEW_NAME = "renamed-by-hostnamectl"
 
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=/run/dbus/system_bus_socket</listen>
-  <auth>EXTERNAL</auth>
-  <servicedir>/usr/local/share/dbus-1/system-services</servicedir>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-  </policy>
-  <includedir>/etc/dbus-1/system.d</includedir>
-</busconfig>
-"""
+BUS_CONFIG = system_bus_config(
+    "/run/dbus/system_bus_socket", policy_dirs=("/etc/dbus-1/system.d",),
+    service_dirs=("/usr/local/share/dbus-1/system-services",),
+)  # fmt: skip
 # The image's bus. /run/systemd/system is made here, before any client runs:
 # dynamod itself does not make it (yet).
 DBUS_SERVICE = """\
