@@ -57,23 +57,6 @@ _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configura
 """
 
 
-def system_bus_config(socket: str | os.PathLike[str],
-                      policy_dirs: Iterable[str] = (SYSTEM_POLICY_DIR,),
-                      policy_files: Iterable[str | os.PathLike[str]] = (),
-                      open_policy: bool = False,
-                      service_dirs: Iterable[str | os.PathLike[str]] = ()) -> str:
-    """The dbus-daemon configuration :class:`PrivateBus` runs with, listening
-    on ``socket`` (also for a test image's real system bus)."""
-    extra = [f"  <includedir>{escape(d)}</includedir>" for d in policy_dirs]
-    extra += [f"  <include>{escape(os.fspath(f))}</include>" for f in policy_files]
-    # Activation: without <servicehelper>, dbus-daemon runs Exec= itself.
-    extra += [f"  <servicedir>{escape(os.fspath(d))}</servicedir>" for d in service_dirs]
-    if open_policy:
-        extra.append('  <policy context="mandatory"><allow own="*"/>'
-                     '<allow send_type="method_call"/></policy>')
-    return _CONFIG.format(socket=escape(os.fspath(socket)), extra="\n".join(extra))
-
-
 class PrivateBus:
     """A dbus-daemon of its own, configured like the system bus.
 
@@ -94,9 +77,15 @@ class PrivateBus:
         self.dir.chmod(0o755)
         self.socket = self.dir / "system_bus_socket"
         self.address = f"unix:path={self.socket}"
+        extra = [f"  <includedir>{escape(d)}</includedir>" for d in policy_dirs]
+        extra += [f"  <include>{escape(os.fspath(f))}</include>" for f in policy_files]
+        # Activation: without <servicehelper>, dbus-daemon runs Exec= itself.
+        extra += [f"  <servicedir>{escape(os.fspath(d))}</servicedir>" for d in service_dirs]
+        if open_policy:
+            extra.append('  <policy context="mandatory"><allow own="*"/>'
+                         '<allow send_type="method_call"/></policy>')
         self.config = self.dir / "system.conf"
-        self.config.write_text(system_bus_config(self.socket, policy_dirs, policy_files,
-                                                 open_policy, service_dirs))
+        self.config.write_text(_CONFIG.format(socket=escape(str(self.socket)), extra="\n".join(extra)))
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> PrivateBus:
