@@ -14,7 +14,7 @@ import pytest
 from dynamod_bootmedia.testing import boot_test, build_test_images, sparse_copy, vm_skip_reason
 from dynamod_hostnamed import busfiles
 from dynamod_hostnamed.fsroot import Root
-from dynamod_mimic_common.testing import system_bus_config
+from dynamod_mimic_common.testing import PrivateBus
 
 REASON = vm_skip_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -25,10 +25,7 @@ OUT = Path(os.environ.get("DYNAMOD_VM_DIR", REPO / "build" / "vm")) / "hostnamed
 BINARIES = ("/usr/bin/dbus-daemon", "/usr/bin/hostnamectl")
 NEW_NAME = "renamed-by-hostnamectl"
 
-BUS_CONFIG = system_bus_config(
-    "/run/dbus/system_bus_socket", policy_dirs=("/etc/dbus-1/system.d",),
-    service_dirs=("/usr/local/share/dbus-1/system-services",),
-)  # fmt: skip
+BUS_SOCKET = "/run/dbus/system_bus_socket"
 # The image's bus. /run/systemd/system is made here, before any client runs:
 # dynamod itself does not make it (yet).
 DBUS_SERVICE = """\
@@ -43,6 +40,15 @@ def _libraries(binaries: tuple[str, ...]) -> set[str]:
     return {m[1] for m in re.finditer(r"=> (/\S+)", out)}
 
 
+def _bus_config(scratch: Path) -> str:
+    """The tests' system-bus configuration, listening where the image's
+    clients look (the file PrivateBus writes, not started here)."""
+    scratch.mkdir()
+    bus = PrivateBus(policy_dirs=("/etc/dbus-1/system.d",), directory=str(scratch),
+                     service_dirs=("/usr/local/share/dbus-1/system-services",))  # fmt: skip
+    return bus.config.read_text().replace(str(bus.socket), BUS_SOCKET)
+
+
 def _add_tree(tmp: Path) -> Path:
     tree = tmp / "add"
     for path in {*BINARIES, *_libraries(BINARIES)}:
@@ -53,7 +59,7 @@ def _add_tree(tmp: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(real, dest)
     (tree / "etc/dbus-1").mkdir(parents=True)
-    (tree / "etc/dbus-1/dynamod-test-system.conf").write_text(BUS_CONFIG)
+    (tree / "etc/dbus-1/dynamod-test-system.conf").write_text(_bus_config(tmp / "bus"))
     busfiles.install(Root(tree), python="/usr/bin/python3")
     (tree / "etc/dynamod/services").mkdir(parents=True)
     (tree / "etc/dynamod/services/dbus.toml").write_text(DBUS_SERVICE)
