@@ -3,7 +3,9 @@
 The NTP service is a dynamod service named in the configuration
 (``[ntp] services``): CanNTP is whether svmgr knows one of them, NTP whether
 one of them is up or on its way up, SetNTP(true) starts the first one svmgr
-knows and SetNTP(false) stops all that it knows. Each question opens its own
+knows and SetNTP(false) stops all that it knows; where svmgr has
+EnableService/DisableService (systemd's enable half), the choice is also
+recorded so that it survives a reboot. Each question opens its own
 short connection, so a restarted svmgr is simply found again.
 """
 
@@ -14,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 from dynamod.ipc.aclient import AsyncClient, ConnectError, ProtocolError, RemoteError
+from dynamod.ipc.schema import SchemaError
 from dynamod_hostnamed.errors import FAILED, NO_NTP_SUPPORT, BusError
 
 log = logging.getLogger("dynamod-hostnamed")
@@ -27,6 +30,7 @@ class NtpControl:
         self.services = services
         self.socket_path = socket_path
         self.unreachable = ""  # why the last connection attempt failed
+        self.warned_persist = False
 
     async def connect(self) -> AsyncClient | None:
         try:
@@ -78,15 +82,46 @@ class NtpControl:
         if client is None:
             raise BusError(FAILED, "Cannot reach dynamod-svmgr to start or stop the NTP service")
         async with client:
-            targets = [next(iter(found))] if enable else list(found)
-            for name in targets:
-                request = "StartService" if enable else "StopService"
-                try:
-                    await client.request(request, {"name": name}, timeout=90.0)
-                except RemoteError as exc:
-                    raise BusError(FAILED, f"Failed to {request[:-7].lower()} {name}: {exc.message}") from exc
-                except (ProtocolError, TimeoutError) as exc:
-                    raise BusError(FAILED, f"{request} {name}: {exc}") from exc
+            if enable:
+                # systemd enables and starts the first service of its list.
+                name = next(iter(found))
+                await self._persist(client, "EnableService", name)
+                await self._job(client, "StartService", name)
+            else:
+                for name in found:
+                    await self._job(client, "StopService", name)
+                    await self._persist(client, "DisableService", name)
+
+    @staticmethod
+    async def _job(client: AsyncClient, request: str, name: str) -> None:
+        try:
+            await client.request(request, {"name": name}, timeout=90.0)
+        except RemoteError as exc:
+            verb = request.removesuffix("Service").lower()
+            raise BusError(FAILED, f"Failed to {verb} {name}: {exc.message}") from exc
+        except (ProtocolError, TimeoutError) as exc:
+            raise BusError(FAILED, f"{request} {name}: {exc}") from exc
+
+    async def _persist(self, client: AsyncClient, request: str, name: str) -> None:
+        """Enable/DisableService where svmgr has them, so the choice survives a
+        reboot; an svmgr without them still gets the start or stop."""
+        try:
+            await client.request(request, {"name": name})
+        except SchemaError:
+            self._no_persist(request)
+        except RemoteError as exc:
+            if exc.code == "bad-request":
+                self._no_persist(request)
+                return
+            verb = request.removesuffix("Service").lower()
+            raise BusError(FAILED, f"Failed to {verb} {name}: {exc.message}") from exc
+        except (ProtocolError, TimeoutError) as exc:
+            raise BusError(FAILED, f"{request} {name}: {exc}") from exc
+
+    def _no_persist(self, request: str) -> None:
+        if not self.warned_persist:
+            self.warned_persist = True
+            log.info("svmgr has no %s: SetNTP starts and stops, not remembered across a reboot", request)
 
 
 class NtpWatcher:

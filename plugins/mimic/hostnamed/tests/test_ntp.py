@@ -26,12 +26,15 @@ def test_start_and_stop_the_first_known_service(tree, svmgr) -> None:
     mgr = svmgr()
     ntp = NtpControl(("chrony", "ntpsec", "openntpd"), mgr.socket)
     assert asyncio.run(ntp.status()) == (True, False)
+    persists = "enablement" in mgr.status("ntpsec")  # an svmgr with EnableService
     asyncio.run(ntp.set(True))
     assert mgr.status("ntpsec")["state"] == "running"
+    assert mgr.status("ntpsec")["enabled"] is persists
     assert mgr.status("openntpd")["state"] == "stopped"  # only the first
     assert asyncio.run(ntp.status()) == (True, True)
     asyncio.run(ntp.set(False))
     assert mgr.status("ntpsec")["state"] == "stopped"
+    assert mgr.status("ntpsec")["enabled"] is False
     assert asyncio.run(ntp.status()) == (True, False)
 
 
