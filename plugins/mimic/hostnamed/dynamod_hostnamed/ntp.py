@@ -172,6 +172,9 @@ class NtpWatcher:
                                 self.update({**self.states, name: str(event.body["new"])})
                 except (ProtocolError, RemoteError, TimeoutError) as exc:
                     log.info("NTP: lost svmgr: %s", exc)
+                except Exception:
+                    # A malformed event must not end the watch: NTP would go stale.
+                    log.exception("NTP: following svmgr failed; reconnecting")
             self.update({})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

@@ -38,18 +38,25 @@ class Machine:
                     "LC_ALL": "C.UTF-8", "DYNAMOD_SOCKET": str(work / "no-svmgr.sock"),
                     **(env or {})}  # fmt: skip
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.holder = subprocess.Popen(
-            ["unshare", "--mount", "--uts", "--propagation", "private", "sleep", "infinity"]
-        )
-        wait_until(lambda: _ns(self.holder.pid, "uts") != _ns(os.getpid(), "uts"),
-                   "the namespace holder", timeout=60)  # fmt: skip
-        self.sh(f"mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system "
-                f"&& hostname {START_HOSTNAME}")  # fmt: skip
+        self.holder: subprocess.Popen[bytes] | None = None
+        try:
+            self.holder = subprocess.Popen(
+                ["unshare", "--mount", "--uts", "--propagation", "private", "sleep", "infinity"]
+            )
+            holder = self.holder
+            wait_until(lambda: _ns(holder.pid, "uts") != _ns(os.getpid(), "uts"),
+                       "the namespace holder", timeout=60)  # fmt: skip
+            self.sh(f"mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system "
+                    f"&& hostname {START_HOSTNAME}")  # fmt: skip
+        except BaseException:
+            self.close()  # a half-built machine leaves no bus or holder behind
+            raise
         self.daemon: subprocess.Popen[bytes] | None = None
 
     # --- running things inside --------------------------------------------------
 
     def enter(self) -> list[str]:
+        assert self.holder is not None
         return ["nsenter", "-t", str(self.holder.pid), "-m", "-u"]
 
     def run(self, *cmd: str, nobody: bool = False, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -115,8 +122,9 @@ class Machine:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        self.holder.kill()
-        self.holder.wait()
+        if self.holder is not None:
+            self.holder.kill()
+            self.holder.wait()
         self.bus.stop()
 
 

@@ -19,8 +19,11 @@ def test_entry_point_is_registered() -> None:
     assert eps["dynamod-hostnamed"].value == "dynamod_hostnamed.plugin"
 
 
+FORCED = {**os.environ, "DYNAMOD_HOSTNAMED_SERVICE": "1"}
+
+
 def test_svmgr_knows_the_service_and_does_not_start_it_at_boot(tree, svmgr) -> None:
-    mgr = svmgr()
+    mgr = svmgr(env=FORCED)
     info = mgr.status("dynamod-hostnamed")
     assert info["state"] == "stopped"
     assert info["enabled"] is False
@@ -30,16 +33,17 @@ def test_svmgr_knows_the_service_and_does_not_start_it_at_boot(tree, svmgr) -> N
 
 def test_a_file_replaces_the_definition(tree, svmgr) -> None:
     tree.simple("dynamod-hostnamed", description="mine", enabled=False)
-    mgr = svmgr()
+    mgr = svmgr(env=FORCED)
     assert mgr.status("dynamod-hostnamed")["description"] == "mine"
 
 
 def test_check_accepts_the_definition(tree) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "dynamod.ctl.main", "check", "--config-dir", str(tree.root)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env=FORCED,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 service," in out.stdout, out.stdout  # dynamod-hostnamed
 
 
 def test_bus_files(tmp_path) -> None:
@@ -59,8 +63,13 @@ def test_bus_files(tmp_path) -> None:
     xml.dom.minidom.parseString(policy)
 
 
-def test_without_the_plugin_the_service_is_unknown(tree, svmgr) -> None:
-    mgr = svmgr(env={**os.environ, "DYNAMOD_DISABLE_PLUGINS": "dynamod-hostnamed"})
+@pytest.mark.parametrize(
+    "env",
+    [{**FORCED, "DYNAMOD_DISABLE_PLUGINS": "dynamod-hostnamed"},  # not loaded
+     {k: v for k, v in os.environ.items() if k != "DYNAMOD_HOSTNAMED_SERVICE"}],  # not under init
+)  # fmt: skip
+def test_only_the_system_svmgr_gets_the_service(tree, svmgr, env) -> None:
+    mgr = svmgr(env=env)
     with pytest.raises(RemoteError) as exc:
         mgr.status("dynamod-hostnamed")
     assert exc.value.code == "unknown-service"
