@@ -64,8 +64,10 @@ def dynamod_readiness_types() -> list[ReadinessType]:
     :class:`dynamod.api.Detector` per start of the service.
 
     Two plugins providing the same type name is a configuration error naming
-    both plugins. The type ``none`` (ready as soon as the process runs) is
-    built into the host and cannot be replaced.
+    both plugins. The type ``none`` (ready as soon as the process runs) comes
+    from the host's built-in plugin, registered as ``dynamod`` before any
+    entry point, and cannot be replaced: another plugin's ``none`` is
+    reported as a conflict and ignored.
 
     :return: a list of :class:`dynamod.api.ReadinessType` (may be empty).
 

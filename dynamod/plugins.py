@@ -25,6 +25,9 @@ from dynamod import hookspecs
 from dynamod.entrypoints import find_entry_points
 
 PROJECTS = ("dynamod", "dynamodctl")
+# The host's own plugins, registered by every host of their project before
+# any entry point (and with --no-plugins): (project, name, module).
+BUILTIN_PLUGINS = (("dynamod", "dynamod", "dynamod.svmgr.readiness_none"),)
 
 # Hooks whose implementations are isolated from each other: an exception is
 # reported with the plugin's name and counts as "no answer" (None), and the
@@ -74,6 +77,11 @@ class PluginHost:
         if os.environ.get("DYNAMOD_TRACE_PLUGINS") == "1":
             self.pm.trace.root.setwriter(sys.stderr.write)
             self.pm.enable_tracing()
+        for proj, name, module in BUILTIN_PLUGINS:
+            if proj == project:
+                import importlib
+
+                self.pm.register(importlib.import_module(module), name=name)
 
     @property
     def hook(self) -> Any:
@@ -145,22 +153,28 @@ class PluginHost:
         return self.pm.get_name(plugin) or repr(plugin)
 
     def call_each(self, hook_name: str, on_error: Any = None, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call every implementation of a broadcast hook, isolating each
-        one's exceptions (pluggy itself stops at the first). Returns
-        ``(plugin name, result)`` pairs for results that are not None;
-        exceptions go to ``on_error(plugin_name, exc)``."""
+        """Call every implementation of a contribution hook and say whose
+        each answer is, isolating each one's exceptions (a plain pluggy call
+        stops at the first and mixes the answers). Each implementation is
+        called through pluggy on its own, with every hook wrapper around it,
+        so wrappers and ``DYNAMOD_TRACE_PLUGINS`` see it as any other call.
+        Returns ``(plugin name, result)`` pairs for results that are not
+        None; exceptions go to ``on_error(plugin_name, exc)``."""
         caller = getattr(self.pm.hook, hook_name)
+        impls = caller.get_hookimpls()
+        plain = [i for i in impls if not (i.hookwrapper or i.wrapper)]
         results: list[tuple[str, Any]] = []
-        for impl in reversed(caller.get_hookimpls()):
-            args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
+        # In registration order, the built-ins first: when two plugins offer
+        # the same name, the earlier one keeps it.
+        for impl in plain:
+            others = [i.plugin for i in plain if i.plugin is not impl.plugin]
             try:
-                res = getattr(impl.function, "__wrapped__", impl.function)(**args)
+                answers = self.pm.subset_hook_caller(hook_name, others)(**kwargs)
             except Exception as exc:
                 if on_error is not None:
                     on_error(impl.plugin_name, exc)
                 continue
-            if res is not None:
-                results.append((impl.plugin_name, res))
+            results.extend((impl.plugin_name, a) for a in answers if a is not None)
         return results
 
 

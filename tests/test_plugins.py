@@ -120,19 +120,70 @@ def test_wrong_arguments_are_refused_in_process() -> None:
 def test_call_each_isolates_a_failing_plugin() -> None:
     class Boom:
         @dynamod.hookimpl
-        def dynamod_service_status(self, service):
+        def dynamod_config_sections(self):
             raise RuntimeError("boom")
 
     class Fine:
         @dynamod.hookimpl
-        def dynamod_service_status(self, service):
-            return {"answer": 42}
+        def dynamod_config_sections(self):
+            return ["fine's"]
 
     host = make_plugin_host(load_entrypoints=False, plugins=[("boom", Boom()), ("fine", Fine())])
     errors: list[str] = []
-    results = host.call_each("dynamod_service_status", on_error=lambda p, e: errors.append(p), service=None)
-    assert results == [("fine", {"answer": 42})]
+    results = host.call_each("dynamod_config_sections", on_error=lambda p, e: errors.append(p))
+    assert results == [("fine", ["fine's"])]
     assert errors == ["boom"]
+
+
+def test_call_each_goes_through_pluggy_wrappers_and_tracing(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DYNAMOD_TRACE_PLUGINS", "1")
+    seen: list[str] = []
+
+    class Wrapper:
+        @dynamod.hookimpl(wrapper=True)
+        def dynamod_config_sections(self):
+            result = yield
+            seen.append(f"wrapped {result}")
+            return result
+
+    class One:
+        @dynamod.hookimpl
+        def dynamod_config_sections(self):
+            return ["one"]
+
+    class Two:
+        @dynamod.hookimpl
+        def dynamod_config_sections(self):
+            return ["two"]
+
+    host = make_plugin_host(
+        load_entrypoints=False, plugins=[("w", Wrapper()), ("one", One()), ("two", Two())]
+    )
+    assert host.call_each("dynamod_config_sections") == [("one", ["one"]), ("two", ["two"])]
+    # The wrapper saw each plugin's answer on its own.
+    assert seen == ["wrapped [['one']]", "wrapped [['two']]"]
+    trace = capsys.readouterr().err
+    assert "finish dynamod_config_sections --> [['one']]" in trace
+    assert "finish dynamod_config_sections --> [['two']]" in trace
+
+
+def test_the_builtin_readiness_none_is_a_plugin_and_cannot_be_replaced() -> None:
+    from dynamod.api import ReadinessType
+    from dynamod.config.extensions import collect_extensions
+
+    class Impostor:
+        @dynamod.hookimpl
+        def dynamod_readiness_types(self):
+            return [ReadinessType(name="none", create=lambda service: None)]
+
+    bare = make_plugin_host(load_entrypoints=False)
+    # Registered through the hook like any plugin, but not listed as installed.
+    assert [i.plugin_name for i in bare.hook.dynamod_readiness_types.get_hookimpls()] == ["dynamod"]
+    assert bare.info == {}
+    ext = collect_extensions(make_plugin_host(load_entrypoints=False, plugins=[("imp", Impostor())]))
+    assert ext.readiness["none"][1] == "dynamod"
+    assert ext.problems == ["readiness type 'none' is provided by both 'dynamod' and 'imp'"]
+    assert ext.plugins == ["imp"]
 
 
 @pytest.mark.parametrize(

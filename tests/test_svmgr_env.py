@@ -48,6 +48,29 @@ def test_manager_environment_does_not_leak_into_services(tree, svmgr):
     assert line.split("path=", 1)[1]
 
 
+def test_signals_a_service_gets_are_at_their_defaults(tree, svmgr):
+    # svmgr started from a shell's background job inherits SIGINT and
+    # SIGQUIT ignored (and Python ignores SIGPIPE): a service must not, or
+    # a stop-signal of SIGQUIT (nginx's) would do nothing.
+    import signal
+
+    tree.simple("probe", "exec grep -E '^Sig(Ign|Blk):' /proc/self/status", type="oneshot")
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGQUIT, signal.SIGINT)}
+    try:
+        mgr = svmgr(args=BARE)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert mgr.wait_state("probe", ["exited", "failed"])["state"] == "exited"
+    masks = dict(line.split(":\t") for line in mgr.logs("probe") if line.startswith("Sig"))
+    # Signals 1-31 and the real-time ones a program can use; 32 and 33 are
+    # glibc's own, which no program can set (this sandbox's parent has them
+    # ignored).
+    usable = sum(1 << (s - 1) for s in signal.valid_signals() if s < signal.NSIG)
+    assert int(masks["SigIgn"], 16) & usable == 0, masks
+    assert int(masks["SigBlk"], 16) == 0, masks
+
+
 def test_workdir(tree, svmgr, tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()

@@ -65,12 +65,13 @@ def test_oneshot_start_timeout_kills_it_and_counts_as_failure(tree, svmgr, tmp_p
         "slow",
         f"echo $$ > {pidfile}; exec sleep 1000",
         type="oneshot",
-        extra='[readiness]\ntimeout = "300ms"\n[restart]\npolicy = "temporary"\n',
+        # Long enough for the shell to write its PID on a loaded machine.
+        extra='[readiness]\ntimeout = "1s"\n[restart]\npolicy = "temporary"\n',
     )
     mgr = svmgr(args=BARE)
     # Failed by the timeout and killed: not by its own end, 1000 s away.
     info = mgr.wait_state("slow", "failed")
-    assert "start timeout after 300ms" in info["reason"]
+    assert "start timeout after 1s" in info["reason"]
     assert info["exit"] == "killed by SIGKILL"
     assert not pid_alive(int(pidfile.read_text()))
 

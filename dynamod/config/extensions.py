@@ -32,20 +32,9 @@ PLUGIN_DIRS = {
     "dynamod-isolation": "plugins/isolation",
 }
 
+# The name under which the host's own plugins are registered (the readiness
+# type ``none``: dynamod.svmgr.readiness_none).
 BUILTIN = "dynamod"
-
-
-def _ready_immediately(service):  # tiny built-in, untyped on purpose
-    from dynamod.svmgr.readiness_none import NoneDetector
-
-    return NoneDetector(service)
-
-
-NONE_TYPE = ReadinessType(
-    name="none",
-    create=_ready_immediately,
-    description="ready as soon as the process has been spawned",
-)
 
 
 @dataclass
@@ -73,14 +62,18 @@ class Extensions:
 
 
 def builtin_extensions() -> Extensions:
-    return Extensions(readiness={"none": (NONE_TYPE, BUILTIN)})
+    """What the host's built-in plugins alone provide (no entry points)."""
+    from dynamod.plugins import make_plugin_host
+
+    return collect_extensions(make_plugin_host(load_entrypoints=False))
 
 
 def collect_extensions(host: PluginHost | None) -> Extensions:
-    """Ask every plugin what it adds; conflicts become ``problems``."""
-    ext = builtin_extensions()
+    """Ask every plugin, the built-in ones included, what it adds; conflicts
+    become ``problems``."""
     if host is None:
-        return ext
+        return builtin_extensions()
+    ext = Extensions()
     ext.plugins = sorted(host.info)
 
     def bad(plugin: str, exc: Exception) -> None:

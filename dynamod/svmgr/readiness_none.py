@@ -1,10 +1,18 @@
-"""The built-in readiness type ``none``: ready once the process is spawned."""
+"""The built-in plugin that provides the readiness type ``none``: ready as
+soon as the process has been spawned.
+
+It is an ordinary plugin of the ``dynamod`` hook project, registered by every
+:class:`dynamod.plugins.PluginHost` before the entry points (also under
+``--no-plugins``), so the host offers ``none`` through the same hook as any
+third-party type instead of special-casing it in the config loader.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dynamod.api import SpawnSpec
+import dynamod
+from dynamod.api import ReadinessType, SpawnSpec
 
 
 class NoneDetector:
@@ -22,3 +30,15 @@ class NoneDetector:
 
     def close(self) -> None:
         pass
+
+
+NONE_TYPE = ReadinessType(
+    name="none",
+    create=NoneDetector,
+    description="ready as soon as the process has been spawned",
+)
+
+
+@dynamod.hookimpl
+def dynamod_readiness_types() -> list[ReadinessType]:
+    return [NONE_TYPE]

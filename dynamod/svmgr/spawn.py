@@ -170,9 +170,14 @@ def build_spec(cfg: ServiceConfig, argv: tuple[str, ...] | list[str] | None = No
     return SpawnSpec(argv=args, env=env, cwd=cfg.workdir, wrapper=privilege_wrapper(ident))
 
 
-# Popen's restore_signals: what Python set to SIG_IGN that a program expects
-# at its default.
-RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# Every signal at its default in the service, as systemd does: handlers end
+# at exec anyway, but an ignored signal stays ignored — what Python sets
+# (SIGPIPE, SIGXFSZ) and what svmgr inherited (a shell's background job has
+# SIGINT and SIGQUIT ignored: nginx's stop signal, SIGQUIT, would then do
+# nothing). glibc resets the handled ones in the child either way, so the
+# full set costs nothing measurable per spawn.
+RESET_SIGNALS = tuple(s for s in signal.valid_signals()
+                      if s not in (signal.SIGKILL, signal.SIGSTOP) and s < signal.NSIG)
 _devnull = -1
 
 
