@@ -21,10 +21,18 @@ def fake_distribution(root: Path, dist: str, module: str, source: str, group: st
     install_plugin(root, dist, module, source, group=group)
 
 
+def _installed_plugins() -> str:
+    """Every plugin of this environment (readiness, isolation, the mimic
+    services...): the tests see only the fake distributions they install."""
+    from importlib.metadata import entry_points
+
+    return ",".join(sorted({ep.name for g in ("dynamod", "dynamodctl") for ep in entry_points(group=g)}))
+
+
 def run_host(root: Path, code: str, env: dict[str, str] | None = None) -> str:
     import os
 
-    full = dict(os.environ, PYTHONPATH=str(root), DYNAMOD_DISABLE_PLUGINS="dynamod-readiness,dynamod-isolation,dynamod-bootmedia,dynamod-sd1bridge")
+    full = dict(os.environ, PYTHONPATH=str(root), DYNAMOD_DISABLE_PLUGINS=_installed_plugins())
     full.update(env or {})
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full)
     assert r.returncode == 0, r.stderr

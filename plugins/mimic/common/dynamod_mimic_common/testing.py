@@ -100,12 +100,15 @@ class PrivateBus:
     that lets everyone own and call everything (for layer tests with made-up
     names); ``socket`` listens elsewhere than in the temp directory (e.g.
     /run/dbus/system_bus_socket inside a container: write the config with
-    this class, run ``command()`` as a service)."""
+    this class, run ``command()`` as a service); ``service_dirs`` are
+    ``<servicedir>`` directories of activation files (the bus runs their
+    ``Exec=`` line itself, as root)."""
 
     def __init__(self, policy_dirs: Iterable[str] = (SYSTEM_POLICY_DIR,),
                  policy_files: Iterable[str | os.PathLike[str]] = (),
                  open_policy: bool = False, directory: str | None = None,
-                 socket: str | None = None) -> None:
+                 socket: str | None = None,
+                 service_dirs: Iterable[str | os.PathLike[str]] = ()) -> None:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="dynamod-bus-", dir="/tmp"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +118,8 @@ class PrivateBus:
         self.address = f"unix:path={self.socket}"
         extra = [f"  <includedir>{escape(d)}</includedir>" for d in policy_dirs]
         extra += [f"  <include>{escape(os.fspath(f))}</include>" for f in policy_files]
+        # Activation: without <servicehelper>, dbus-daemon runs Exec= itself.
+        extra += [f"  <servicedir>{escape(os.fspath(d))}</servicedir>" for d in service_dirs]
         if open_policy:
             extra.append('  <policy context="mandatory"><allow own="*"/>'
                          '<allow send_type="method_call"/></policy>')

@@ -1,0 +1,1 @@
+"""dynamod-hostnamed: org.freedesktop.hostname1, timedate1 and locale1 for dynamod."""
