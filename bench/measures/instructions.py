@@ -79,6 +79,9 @@ def run(ctx: Context) -> Table:
               ("flat", f"{n} services, no dependencies", sleepers(marker, n)),
               ("layered", f"{n} services, layered DAG (10 layers)", layered(marker, n))]
     figures: dict[str, float | None] = {}
+    # Unrecorded: the first run compiles every module into the bytecode
+    # cache (tens of millions of instructions the others do not pay).
+    count(ctx, empty, "instr-warmup")
     for key, label, w in shapes:
         mi, why = count(ctx, w, f"instr-{key}")
         log(f"instructions {key}: {mi} {why}")

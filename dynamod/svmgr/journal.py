@@ -65,6 +65,9 @@ class Journal:
         self.dir = runtime_dir
         self.services: dict[str, dict[str, Any]] = {}
         self._pending: list[bytes] = []
+        # Changes since the last flush, merged per service: a start's
+        # pending -> starting -> running in one engine pass is one record.
+        self._dirty: dict[str, dict[str, Any]] = {}
         self._fd = -1
         self._records = 0
         self.errors = 0
@@ -102,11 +105,18 @@ class Journal:
         if not changed:
             return
         rec.update(changed)
-        self._pending.append(msgpack.packb({"n": name, **changed}))
+        dirty = self._dirty.get(name)
+        if dirty is None:
+            self._dirty[name] = changed
+        elif "gone" in dirty:  # removed, then back within one pass: both, in order
+            self._pending.append(msgpack.packb({"n": name, **self._dirty.pop(name)}))
+            self._dirty[name] = changed
+        else:
+            dirty.update(changed)
 
     def remove(self, name: str) -> None:
         if self.services.pop(name, None) is not None:
-            self._pending.append(msgpack.packb({"n": name, "gone": True}))
+            self._dirty[name] = {"gone": True}
 
     def intent(self, name: str, invocation: str) -> str:
         """Before a run-once spawn (a oneshot): journal that it is about to
@@ -141,6 +151,9 @@ class Journal:
         return os.path.exists(os.path.join(self.markers, invocation))
 
     def flush(self) -> None:
+        if self._dirty:
+            self._pending.extend(msgpack.packb({"n": n, **f}) for n, f in self._dirty.items())
+            self._dirty.clear()
         if not self._pending or self.discarded:
             return
         data = b"".join(self._pending)
@@ -162,6 +175,7 @@ class Journal:
         replays records the snapshot already holds: harmless, as each record
         sets fields to values, in order."""
         self._pending.clear()
+        self._dirty.clear()
         data = msgpack.packb({"version": VERSION, "instance": self.instance, "services": self.services})
         try:
             self._write_file(STATE_FILE, data)

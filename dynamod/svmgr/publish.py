@@ -36,6 +36,13 @@ class Publisher:
         m = self.m
         engine = m.engine
         touched: set[str] = set()
+        # Most systems have no plugin watching every transition: skip the
+        # hook call (and the handle it needs) for each of them then.
+        state_hook = None
+        if m.plugins is not None:
+            state_hook = m.plugins.hook.dynamod_service_state_changed
+            if not state_hook.get_hookimpls():
+                state_hook = None
         for name, old, new, reason, when in changes:
             touched.add(name)
             m.log(f"{name}: {old} -> {new}" + (f" ({reason})" if reason else ""))
@@ -47,10 +54,9 @@ class Publisher:
                     listener(event)
                 except Exception as exc:
                     m.log(f"state listener failed: {exc}")
-            if m.plugins is not None and s is not None:
+            if state_hook is not None and s is not None:
                 try:
-                    m.plugins.hook.dynamod_service_state_changed(
-                        service=m.handle(name), old=old, new=new, reason=reason)
+                    state_hook(service=m.handle(name), old=old, new=new, reason=reason)
                 except Exception as exc:
                     m.log(f"plugin hook dynamod_service_state_changed failed: {type(exc).__name__}: {exc}")
         for kind, job in job_events:
