@@ -53,19 +53,23 @@ def bus_files(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_machine(tmp_path: Path, sysroot: Path, bus_files: Path):
-    """``make_machine(env=..., service_dirs=..., daemon=True)``: a namespace
-    with the bus and the systemd1 stand-in (and dynamod-hostnamed running on
-    ``sysroot`` unless ``daemon=False``); see hostnamed_harness.Machine."""
+    """``make_machine(env=..., service_dirs=..., daemon=True, bridge=False)``:
+    a namespace with the bus and the systemd1 stand-in (the real bridge with
+    ``bridge=True``), and dynamod-hostnamed running on ``sysroot`` unless
+    ``daemon=False``; see hostnamed_harness.Machine."""
     from hostnamed_harness import Machine
 
     made: list[Machine] = []
 
     def make(env: dict[str, str] | None = None, service_dirs: tuple[Path, ...] = (),
-             daemon: bool = True) -> Machine:  # fmt: skip
+             daemon: bool = True, bridge: bool = False) -> Machine:  # fmt: skip
         m = Machine(tmp_path, sysroot, bus_files / "etc/dbus-1/system.d/dynamod-hostnamed.conf",
                     env=env, service_dirs=service_dirs)  # fmt: skip
         made.append(m)
-        m.start_sd1()
+        if bridge:
+            m.start_bridge()
+        else:
+            m.start_sd1()
         if daemon:
             m.start_daemon()
         return m

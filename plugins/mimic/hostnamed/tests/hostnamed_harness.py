@@ -6,7 +6,7 @@ a private tmpfs with /run/systemd/system (the clients' "booted with
 systemd" check) and the hostname is the test's. The real machine's
 hostname, /run and /etc are never touched: the daemon works on a --root
 tree. The bus is a private dbus-daemon whose only policy is the one this
-distribution ships (plus systemd1's, for the stand-in bridge).
+distribution ships (plus systemd1's, for the stand-in or the real bridge).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from dynamod_mimic_common.testing import PrivateBus
 
@@ -52,6 +53,7 @@ class Machine:
             self.close()  # a half-built machine leaves no bus or holder behind
             raise
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.svmgr: Any = None
 
     # --- running things inside --------------------------------------------------
 
@@ -82,6 +84,25 @@ class Machine:
         proc = self.spawn([sys.executable, str(HERE / "sd1_stub.py")], "sd1.log")
         wait_until(lambda: "ready" in self.log("sd1.log") or proc.poll() is not None,
                    "the systemd1 stand-in", timeout=60)
+        assert proc.poll() is None, self.log("sd1.log")
+
+    def start_bridge(self) -> None:
+        """The real systemd1 bridge instead of the stand-in (``hostnamectl
+        status`` reads the Manager's Virtualization and Architecture), on an
+        svmgr of its own with no services."""
+        from dynamod.testing import ConfigTree, Svmgr
+
+        tree = ConfigTree(self.work / "sd1-etc")
+        tree.root.mkdir(parents=True, exist_ok=True)
+        self.svmgr = Svmgr(tree.root, self.work / "sd1-run", args=["--no-plugins"])
+        proc = self.spawn([sys.executable, "-m", "dynamod_sd1bridge", "--socket", self.svmgr.socket,
+                           "--config-dir", str(tree.root), "--no-private-socket"], "sd1.log")
+
+        def owned() -> bool:
+            out = self.run("busctl", "--system", "--no-pager", "status", "org.freedesktop.systemd1")
+            return out.returncode == 0 or proc.poll() is not None
+
+        wait_until(owned, "the systemd1 bridge on the bus", timeout=60)
         assert proc.poll() is None, self.log("sd1.log")
 
     def start_daemon(self, *args: str) -> subprocess.Popen[bytes]:
@@ -125,6 +146,8 @@ class Machine:
         if self.holder is not None:
             self.holder.kill()
             self.holder.wait()
+        if self.svmgr is not None:
+            self.svmgr.stop()
         self.bus.stop()
 
 

@@ -10,7 +10,8 @@ import pytest
 from hostnamed_harness import START_HOSTNAME
 
 
-def test_status(machine) -> None:
+def test_status_with_the_real_systemd1_bridge(make_machine) -> None:
+    machine = make_machine(bridge=True)
     (machine.root / "etc/machine-info").write_text(
         'PRETTY_HOSTNAME="Lennart\'s Tablet"\nICON_NAME=computer-tablet\nCHASSIS=tablet\n'
         "DEPLOYMENT=production\nLOCATION='Left Rack, 2nd Shelf'\n"
@@ -25,7 +26,10 @@ def test_status(machine) -> None:
     assert "Deployment: production" in out
     assert "Location: Left Rack, 2nd Shelf" in out
     assert "Operating System: Test OS 1" in out
-    assert "Virtualization: dynamod-test-vm" in out  # from the systemd1 stand-in
+    # From dynamod-sd1bridge's Manager: the architecture, and no
+    # virtualization line (the bridge answers "").
+    assert "Architecture: x86-64" in out
+    assert "Virtualization:" not in out
     assert "Kernel: Linux " in out
 
 
