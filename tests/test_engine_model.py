@@ -320,3 +320,52 @@ EngineModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_engine_model = EngineModel.TestCase
+
+
+def _pair() -> tuple[SystemConfig, set[str]]:
+    """s1, and s2 that requires it; neither enabled at boot."""
+    def svc(name: str, requires: tuple[str, ...] = ()) -> ServiceConfig:
+        return ServiceConfig(
+            name=name, exec=("/bin/true",), enabled=False,
+            readiness=ReadinessConfig(type="none", timeout=5.0),
+            dependencies=DependencyConfig(requires=requires))
+    return SystemConfig(services={"s1": svc("s1"), "s2": svc("s2", ("s1",))},
+                        supervisors={"root": SupervisorConfig(name="root")}), set()
+
+
+def _obey_all(m: EngineModel) -> None:
+    for pid, pr in list(m.world.procs.items()):
+        if pr.alive and pr.terminating:
+            m.world.exit(pid, 0)
+            m.world.pump()
+
+
+def test_a_second_stop_holds_down_what_a_dependent_start_pulled_up_meanwhile() -> None:
+    # Found by the model: stop s1; start s2 (un-holds s1, still stopping);
+    # stop s1 again (merged into the first stop job). The second stop was
+    # lost: once down, s1 was started again for s2.
+    m = EngineModel()
+    m.boot(_pair())
+    m._request("s1", "start", "replace")
+    m._request("s1", "stop", "replace")
+    m._request("s2", "start", "replace")
+    m._request("s1", "stop", "replace")
+    _obey_all(m)
+    m.an_explicit_stop_stays()
+    assert m.engine.services["s1"].state == "stopped"
+    assert m.engine.services["s2"].state in ("blocked", "stopped")
+    m.teardown()  # and every job ended
+
+
+def test_a_restart_of_what_only_a_stopped_dependent_needed_ends() -> None:
+    # Found by the model: start s2 (pulls s1 up); restart s1; stop s2. s1
+    # stays down (a restart leaves activation alone); its restart job was
+    # left open for good.
+    m = EngineModel()
+    m.boot(_pair())
+    m._request("s2", "start", "replace")
+    m._request("s1", "restart", "replace")
+    m._request("s2", "stop", "replace")
+    _obey_all(m)
+    m.teardown()
+    assert m.engine.services["s1"].state == "stopped"

@@ -253,7 +253,13 @@ class Engine(Supervision):
         old = s.job
         if old is not None and not old.ended:
             if old.type == jtype:
-                return old  # the same request again: one job
+                # The same request again: one job. A start or stop is applied
+                # again all the same, since what happened in between may
+                # have undone it (a start of a dependent un-holds what it
+                # requires; the second stop must hold it down again).
+                if jtype in ("start", "stop"):
+                    self._queue.append((self._t_request, (old,), old))
+                return old
             if mode == "fail":
                 raise OperationFailed(
                     f"{name} has a {old.type} job pending (job {old.id}); "
@@ -324,6 +330,11 @@ class Engine(Supervision):
         if job.kind == "restart":
             if new == st.RESTARTING:
                 job.seen_down = True
+            elif new == st.STOPPED and s.name not in self.closure and s.restart_job is None:
+                # Up only for a dependent that was stopped meanwhile: a
+                # restart leaves activation alone, so it stays down.
+                self._end_job(job, jobs.CANCELED, s.reason or "nothing needs it any more")
+                return
             elif new not in (st.FAILED, st.BLOCKED):
                 return
         if new in st.UP:
