@@ -684,8 +684,12 @@ def test_restart_lists_the_dependents_it_bounced(tree: ConfigTree, svmgr) -> Non
     assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["a", "b"]
 
 
-def test_no_block_prints_the_queued_job(tree: ConfigTree, svmgr) -> None:
-    tree.simple("slow", "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.05; done")
+def test_no_block_prints_the_queued_job(tree: ConfigTree, svmgr, tmp_path) -> None:
+    # The stop lasts until the test lets it end (a fixed 0.5 s could pass
+    # before the next dynamodctl on a loaded machine).
+    release = tmp_path / "release"
+    tree.simple("slow", f"trap 'while [ ! -e {release} ]; do sleep 0.05; done; exit 0' TERM; "
+                "while :; do sleep 0.05; done")
     mgr = svmgr()
     mgr.wait_state("slow", "running")
     r = ctl("--socket", mgr.socket, "stop", "--no-block", "slow")
@@ -693,3 +697,5 @@ def test_no_block_prints_the_queued_job(tree: ConfigTree, svmgr) -> None:
     assert re.fullmatch(r"queued job \d+: stop slow\n", r.stdout), r.stdout
     r = ctl("--socket", mgr.socket, "start", "--job-mode", "fail", "slow")
     assert r.returncode != 0 and "has a stop job pending" in r.stderr, r.stderr
+    release.touch()
+    assert mgr.wait_state("slow", "stopped")["state"] == "stopped"
