@@ -33,11 +33,6 @@ PLUGIN_DIRS = {
     "dynamod-isolation": "plugins/isolation",
 }
 
-# The name under which the host's own plugins are registered (the readiness
-# type ``none``: dynamod.svmgr.readiness_none).
-BUILTIN = "dynamod"
-
-
 @dataclass
 class Extensions:
     readiness: dict[str, tuple[ReadinessType, str]] = field(default_factory=dict)
